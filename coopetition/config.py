@@ -1,0 +1,116 @@
+"""The full run config: one frozen dataclass per concern, serialised to ``config.json`` next to every run.
+
+Configs come from a preset, a TOML/JSON file, or both, plus ``section.field=value`` overrides
+(``train.lr=1e-3``, ``task.mixture.0.burstiness=2``). All checks live in the dataclasses' ``__post_init__``
+plus ``RunConfig.__post_init__`` for cross-section rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dacite
+
+from coopetition.bank import BankConfig
+from coopetition.errors import ConfigError
+from coopetition.model.config import ModelConfig
+from coopetition.task.config import TaskConfig
+from coopetition.task.evaluators import EvalConfig
+from coopetition.train.config import SeedConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    bank: BankConfig = field(default_factory=BankConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seeds: SeedConfig = field(default_factory=SeedConfig)
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        n_tokens = 2 * self.task.context_len + 1
+        if n_tokens > self.model.max_seq_len:
+            raise ConfigError(f"context_len {self.task.context_len} needs {n_tokens} tokens "
+                              f"> model.max_seq_len {self.model.max_seq_len}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_DACITE = dacite.Config(strict=True, cast=[tuple])
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build (and so validate) a RunConfig; unknown keys and wrong types become one-line ConfigErrors."""
+    try:
+        return dacite.from_dict(RunConfig, data, config=_DACITE)
+    except dacite.UnexpectedDataError as err:
+        raise ConfigError(f"unknown config key(s): {', '.join(sorted(err.keys))}") from None
+    except dacite.WrongTypeError as err:
+        raise ConfigError(f"config field {err.field_path} must be {_type_name(err.field_type)}, "
+                          f"got {err.value!r}") from None
+    except dacite.DaciteError as err:
+        raise ConfigError(f"bad config: {err}") from None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        text = path.read_text()
+        return tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot parse config file {path}: {err}") from None
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict update (sections merge, leaves replace)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """Command-line values: JSON where it parses (numbers, true/false, null, lists), else the raw string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """``"train.lr=1e-3"`` or ``"task.mixture.0.burstiness=2"`` applied to a config dict (a copy is returned)."""
+    path, sep, raw = assignment.partition("=")
+    if not sep or not path:
+        raise ConfigError(f"override {assignment!r} must look like section.field=value")
+    keys = path.strip().split(".")
+    data = json.loads(json.dumps(data))
+    node: Any = data
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"override {path!r}: {key!r} is not an index of a {len(node)}-item list")
+            key = int(key)
+        elif not isinstance(node, dict) or key not in node:
+            raise ConfigError(f"override {path!r}: unknown field {key!r}")
+        if last:
+            node[key] = parse_value(raw)
+        else:
+            node = node[key]
+    return data

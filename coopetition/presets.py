@@ -1,0 +1,77 @@
+"""Named run configs. Each is a ``RunConfig`` instance; ``coopetition presets`` lists them with their summaries.
+
+Paper mapping (C25 = Singh et al. 2025): ``c25`` is the main run exactly; ``quick`` is a CPU-scale version of it
+(see README "The quick preset"); ``ciwl-only``, ``icl-only`` and ``mq`` change only the training distribution of
+``quick``; ``12l`` is the 12-layer ctx-8 run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from coopetition.bank import BankConfig
+from coopetition.config import RunConfig
+from coopetition.errors import ConfigError
+from coopetition.model.config import ModelConfig
+from coopetition.task.config import TaskConfig
+from coopetition.task.evaluators import EvalConfig
+from coopetition.task.sequence import SequenceSpec
+from coopetition.train.config import SeedConfig, TrainConfig
+
+C25_BURSTY = SequenceSpec(context_len=2, burstiness=1)
+C25_CIWL_ONLY = SequenceSpec(context_len=2, burstiness=0, no_support=True, unique_rest=True,
+                             assign_query_label_random=True)
+
+C25 = RunConfig(
+    bank=BankConfig(classes=12800, exemplars=20, dim=512),
+    task=TaskConfig(mixture=(C25_BURSTY,)),
+    model=ModelConfig(n_layers=2, d_model=64, n_heads=8, positional="learned"),
+    train=TrainConfig(steps=2_000_000, batch_size=32, lr=1e-5, checkpoint_schedule="every:50kseq",
+                      eval_schedule="every:100kseq", device="cuda"),
+    eval=EvalConfig(suite="ctx2"),
+    seeds=SeedConfig(init=5, train=2, eval=1),
+    preset="c25",
+)
+
+QUICK = RunConfig(
+    bank=BankConfig(classes=12800, exemplars=20, dim=64, within_class_noise=1.0),
+    task=TaskConfig(mixture=(C25_BURSTY,)),
+    model=ModelConfig(n_layers=2, d_model=64, n_heads=8, positional="learned"),
+    train=TrainConfig(steps=40_000, batch_size=32, lr=1e-4, checkpoint_schedule="every:1000", device="cpu",
+                      threads=2),
+    eval=EvalConfig(suite="ctx2", n_seqs=2000),
+    preset="quick",
+)
+
+TWELVE_LAYER = RunConfig(
+    bank=BankConfig(classes=12800, exemplars=20, dim=512),
+    task=TaskConfig(mixture=(SequenceSpec(context_len=8, burstiness=3),)),
+    model=ModelConfig(n_layers=12, d_model=64, n_heads=8, mlp_ratio=4, positional="sinusoidal", sin_time=30.0),
+    train=TrainConfig(steps=12_500_000, batch_size=32, lr=3e-4, checkpoint_schedule="every:40Mseq",
+                      eval_schedule="every:2Mseq", device="cuda"),
+    eval=EvalConfig(suite="ctx8"),
+    preset="12l",
+)
+
+
+def _with_task(base: RunConfig, name: str, spec: SequenceSpec) -> RunConfig:
+    return replace(base, task=replace(base.task, mixture=(spec,)), preset=name)
+
+
+PRESETS: dict[str, tuple[RunConfig, str]] = {
+    "quick": (QUICK, "CPU-scale main run on the synthetic bank: ICL emerges, then gives way to CIWL (<= 15 min, 2 cores)"),
+    "c25": (C25, "C25 main run exactly: 12800 x 20 bank, 2L attn-only APE, ctx 2 B 1, Adam 1e-5, bs 32, 64M seqs (GPU)"),
+    "ciwl-only": (_with_task(QUICK, "ciwl-only", C25_CIWL_ONLY),
+                  "quick with C25's CIWL-only data (no query-class exemplar; one label set to the query's)"),
+    "icl-only": (_with_task(QUICK, "icl-only", replace(C25_BURSTY, relabel="fewshot", fewshot_labels=12800)),
+                 "quick with C25's ICL-only data (a random label pair per sequence)"),
+    "mq": (_with_task(QUICK, "mq", replace(C25_BURSTY, match_exemplars=True)),
+           "quick with matching exemplars (query = its in-context exemplar): persistent ICL"),
+    "12l": (TWELVE_LAYER, "C25/T23 12-layer run: ctx 8 B 3, MLP x4, sinusoidal T=30, Adam 3e-4, 400M seqs (GPU)"),
+}
+
+
+def get_preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name][0]

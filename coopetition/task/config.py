@@ -1,0 +1,38 @@
+"""The training distribution: a mixture of sequence specs over the bank's training split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coopetition.errors import ConfigError
+from coopetition.task.sequence import SequenceSpec
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Training sequences. ``mixture`` with ``mixture_weights`` gives p(bursty)-style mixtures; every reference run
+    uses one spec with weight 1. ``zipf_alpha`` > 0 skews the query-class distribution (training only; evaluators
+    are uniform)."""
+
+    mixture: tuple[SequenceSpec, ...] = (SequenceSpec(),)
+    mixture_weights: tuple[float, ...] = (1.0,)
+    zipf_alpha: float = 0.0
+    class_split: str = "train"
+    exemplar_split: str = "train"
+
+    def __post_init__(self) -> None:
+        if not self.mixture:
+            raise ConfigError("task.mixture needs at least one sequence spec")
+        if len(self.mixture_weights) != len(self.mixture):
+            raise ConfigError(f"task.mixture_weights has {len(self.mixture_weights)} entries "
+                              f"for {len(self.mixture)} specs")
+        if any(not w >= 0 for w in self.mixture_weights) or sum(self.mixture_weights) <= 0:
+            raise ConfigError(f"task.mixture_weights must be >= 0 with a positive sum, got {self.mixture_weights}")
+        if len({s.context_len for s in self.mixture}) != 1:
+            raise ConfigError("every spec in task.mixture must have the same context_len")
+        if not self.zipf_alpha >= 0:
+            raise ConfigError(f"task.zipf_alpha must be >= 0, got {self.zipf_alpha}")
+
+    @property
+    def context_len(self) -> int:
+        return self.mixture[0].context_len

@@ -1,0 +1,146 @@
+"""The reference's evaluators and fixed eval sets.
+
+An eval set is drawn once from the eval seed and stored with the run as integer index tables
+(``eval_sets.safetensors``), so every checkpoint is scored on the same sequences and the sets can be exported to,
+or imported from, another run (the bank fingerprint guards against mixing banks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from coopetition.bank import ExemplarBank
+from coopetition.errors import ConfigError, DataError
+from coopetition.task.sampler import ClassPool, SequenceBatch, sample_sequences
+from coopetition.task.sequence import SequenceSpec
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    """One evaluator: a sequence distribution over a (prefix of a) class split and exemplar split.
+
+    The reference's ctx-2 sets use classes 0-1599 and exemplars 0-4 of the training data: ``max_classes`` and
+    ``max_exemplars`` take that prefix (``None`` = the whole split). ``headline_metric`` is what its curve plots.
+    """
+
+    name: str
+    sequence: SequenceSpec
+    class_split: str = "train"
+    max_classes: int | None = 1600
+    exemplar_split: str = "train"
+    max_exemplars: int | None = 5
+    n_seqs: int = 5000
+    headline_metric: str = "in_context_acc"
+
+    def pool(self, bank: ExemplarBank) -> ClassPool:
+        c_lo, c_hi = bank.class_range(self.class_split)
+        e_lo, e_hi = bank.exemplar_range(self.exemplar_split)
+        if self.max_classes is not None:
+            c_hi = min(c_hi, c_lo + self.max_classes)
+        if self.max_exemplars is not None:
+            e_hi = min(e_hi, e_lo + self.max_exemplars)
+        if c_hi - c_lo < self.sequence.min_classes():
+            raise ConfigError(f"evaluator {self.name!r} needs >= {self.sequence.min_classes()} classes, "
+                              f"the {self.class_split} split gives {c_hi - c_lo}")
+        return ClassPool(c_lo, c_hi, e_lo, e_hi)
+
+
+def _ctx2() -> tuple[EvaluatorSpec, ...]:
+    bursty = SequenceSpec(context_len=2, burstiness=1)
+    support_free = SequenceSpec(context_len=2, burstiness=0, no_support=True, unique_rest=True)
+    return (
+        EvaluatorSpec("train", bursty),
+        EvaluatorSpec("icl", replace(bursty, relabel="01")),
+        EvaluatorSpec("flip", replace(bursty, relabel="flip")),
+        EvaluatorSpec("ciwl", replace(support_free, assign_query_label_random=True)),
+        EvaluatorSpec("iwl", support_free, headline_metric="acc"),
+    )
+
+
+def _ctx8() -> tuple[EvaluatorSpec, ...]:
+    def spec(b: int, **kw) -> SequenceSpec:
+        return SequenceSpec(context_len=8, burstiness=b, **kw)
+
+    free = dict(no_support=True, unique_rest=True)
+    common = dict(max_classes=None, max_exemplars=None, n_seqs=1000)
+    return (
+        EvaluatorSpec("b2_train", spec(2), **common),
+        EvaluatorSpec("train", spec(3), **common),
+        EvaluatorSpec("ciwl", spec(0, assign_query_label_random=True, **free), **common),
+        EvaluatorSpec("flip", spec(4, relabel="flip"), **common),
+        EvaluatorSpec("icl", spec(4, relabel="01"), **common),
+        EvaluatorSpec("iwl", spec(0, **free), headline_metric="acc", **common),
+    )
+
+
+# Reference names: train = train_eval, icl = icl, flip = flip_icl, ciwl = iwl_copy_avail, iwl = pure_iwl.
+SUITES = {"ctx2": _ctx2, "ctx8": _ctx8}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Which suite, how many sequences per evaluator, and the class/exemplar prefix (``None`` keeps the suite's)."""
+
+    suite: str = "ctx2"
+    n_seqs: int | None = None
+    max_classes: int | None = None
+    max_exemplars: int | None = None
+    batch_size: int = 1000
+    import_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.suite not in SUITES:
+            raise ConfigError(f"eval.suite must be one of {sorted(SUITES)}, got {self.suite!r}")
+        for name in ("n_seqs", "max_classes", "max_exemplars"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"eval.{name} must be >= 1 or null, got {value}")
+        if self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+
+    def evaluators(self) -> tuple[EvaluatorSpec, ...]:
+        overrides = {k: getattr(self, k) for k in ("n_seqs", "max_classes", "max_exemplars")
+                     if getattr(self, k) is not None}
+        return tuple(replace(spec, **overrides) for spec in SUITES[self.suite]())
+
+
+def build_eval_sets(specs: tuple[EvaluatorSpec, ...], bank: ExemplarBank, eval_seed: int) -> dict[str, SequenceBatch]:
+    """Each evaluator draws from its own generator (``eval_seed``, evaluator index), so adding one changes no other."""
+    sets = {}
+    for index, spec in enumerate(specs):
+        gen = torch.Generator().manual_seed(eval_seed * 1_000_003 + index)
+        sets[spec.name] = sample_sequences(spec.sequence, spec.pool(bank), spec.n_seqs, gen)
+    return sets
+
+
+def eval_sets_tensors(sets: dict[str, SequenceBatch]) -> dict[str, torch.Tensor]:
+    """Flatten to ``{"<evaluator>/<field>": tensor}`` for safetensors."""
+    return {f"{name}/{field}": getattr(batch, field).contiguous()
+            for name, batch in sets.items() for field in SequenceBatch.FIELDS}
+
+
+def load_eval_sets(path: Path, bank_fingerprint: str | None = None) -> dict[str, SequenceBatch]:
+    """Read eval sets written by a run (or exported); refuse ones drawn from a different bank."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise DataError(f"eval sets file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise DataError(f"cannot read eval sets {path}: {err}") from None
+    if bank_fingerprint and metadata.get("bank_fingerprint") not in (None, bank_fingerprint):
+        raise DataError(f"eval sets {path} were drawn from bank {metadata.get('bank_fingerprint')}, "
+                        f"this run's bank is {bank_fingerprint}")
+    names = sorted({key.split("/")[0] for key in tensors})
+    try:
+        return {n: SequenceBatch(*(tensors[f"{n}/{f}"] for f in SequenceBatch.FIELDS)) for n in names}
+    except KeyError as err:
+        raise DataError(f"eval sets {path} lack field {err}") from None

@@ -1,0 +1,64 @@
+"""Per-sequence metrics at the query, exactly as the reference logs them (main.py L131-180).
+
+In-context metrics push every label absent from y1..yN to -inf before the argmax/softmax, so with two distinct
+context labels chance is 0.5 and a target that is not in context (pure IWL eval) scores 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+METRICS = ("loss", "acc", "prob", "in_context_acc", "in_context_prob", "out_context_acc", "out_context_prob",
+           "use_context_prob")
+
+
+def context_label_mask(context_labels: Int[Tensor, "batch ctx"], n_classes: int) -> Bool[Tensor, "batch classes"]:
+    """True where a class index appears among the sequence's context labels (labels >= n_classes are ignored)."""
+    mask = torch.zeros(context_labels.shape[0], n_classes + 1, dtype=torch.bool, device=context_labels.device)
+    mask.scatter_(1, context_labels.clamp(max=n_classes), True)
+    return mask[:, :n_classes]
+
+
+def _masked_acc_prob(logits: Tensor, keep: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    masked = logits.masked_fill(~keep, float("-inf"))
+    acc = (masked.argmax(dim=-1) == target) & keep.any(dim=-1)
+    probs = torch.softmax(masked, dim=-1).nan_to_num(0.0)  # a row with nothing kept has no mass anywhere
+    return acc.float(), _take(probs, target)
+
+
+def _take(values: Tensor, target: Tensor) -> Tensor:
+    in_range = target < values.shape[-1]
+    picked = values.gather(1, target.clamp(max=values.shape[-1] - 1)[:, None])[:, 0]
+    return torch.where(in_range, picked, torch.zeros_like(picked))
+
+
+def query_metrics(logits: Float[Tensor, "batch classes"], target: Int[Tensor, " batch"],
+                  context_labels: Int[Tensor, "batch ctx"]) -> dict[str, Float[Tensor, " batch"]]:
+    """Every metric in ``METRICS`` for each sequence (no reduction: callers average or keep per-sequence)."""
+    logits = logits.float()
+    n_classes = logits.shape[-1]
+    in_context = context_label_mask(context_labels, n_classes)
+    valid = target < n_classes  # the reference gives labels past the output classes zero loss
+    log_probs = torch.log_softmax(logits, dim=-1)
+    loss = -_take(log_probs, target) * valid
+    probs = log_probs.exp()
+    in_acc, in_prob = _masked_acc_prob(logits, in_context, target)
+    out_acc, out_prob = _masked_acc_prob(logits, ~in_context, target)
+    return {
+        "loss": loss,
+        "acc": (logits.argmax(dim=-1) == target).float(),
+        "prob": _take(probs, target),
+        "in_context_acc": in_acc,
+        "in_context_prob": in_prob,
+        "out_context_acc": out_acc,
+        "out_context_prob": out_prob,
+        "use_context_prob": (probs * in_context).sum(dim=-1),
+    }
+
+
+def query_loss(logits: Float[Tensor, "batch classes"], target: Int[Tensor, " batch"]) -> Float[Tensor, ""]:
+    """The training loss: mean cross-entropy at the query."""
+    return F.cross_entropy(logits, target)

@@ -1,0 +1,126 @@
+"""Lay the toy model's L1 / L2 over a trained network's ICL / CIWL evaluator losses by rescaling time.
+
+The toy step u that corresponds to network time s (sequences seen) is u = (s - s0) / tau: tau is network
+sequences per toy step, s0 the network time of toy step 0. For given (tau, s0) each network curve is matched by
+the best affine map of its toy curve (loss_icl ~ k1 L1(u) + c1, loss_ciwl ~ k2 L2(u) + c2, least squares with
+k >= 0), because cross-entropy over 12,800 classes and the toy's squared error live on different scales. Before
+toy step 0 the toy curve holds its initial value and after its stop step its final value. (tau, s0) are found by a
+log-spaced grid search refined by zooming; the fit quality is R^2 per curve and their mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from coopetition.errors import DataError
+
+PAIRS = (("icl", "loss_1"), ("ciwl", "loss_2"))  # network evaluator <- toy quantity
+EVAL_COLUMNS = ("step", "sequences", "evaluator", "metric", "value")
+
+
+@dataclass(frozen=True)
+class TimeFit:
+    """Best time map and affine loss maps for one toy seed; ``r2`` is the mean of the two per-curve R^2."""
+
+    seed: int
+    tau: float
+    s0: float
+    scale: tuple[float, float]
+    offset: tuple[float, float]
+    r2_icl: float
+    r2_ciwl: float
+    rmse_icl: float
+    rmse_ciwl: float
+
+    @property
+    def r2(self) -> float:
+        return 0.5 * (self.r2_icl + self.r2_ciwl)
+
+
+def read_network_losses(run_dir: str | Path) -> pd.DataFrame:
+    """``sequences, evaluator, value`` rows of the ICL and CIWL loss from ``RUN/eval.csv`` (averaged over
+    duplicate rows), sorted by sequences."""
+    path = Path(run_dir) / "eval.csv"
+    if not path.is_file():
+        raise DataError(f"network run has no eval table: {path} does not exist")
+    table = pd.read_csv(path)
+    missing = set(EVAL_COLUMNS) - set(table.columns)
+    if missing:
+        raise DataError(f"{path} lacks columns {sorted(missing)} (need {', '.join(EVAL_COLUMNS)})")
+    loss = table[(table["metric"] == "loss") & table["evaluator"].isin([p[0] for p in PAIRS])]
+    for evaluator, _ in PAIRS:
+        if (loss["evaluator"] == evaluator).sum() < 4:
+            raise DataError(f"{path} needs >= 4 rows of evaluator {evaluator!r} metric 'loss' to fit a time scale")
+    return (loss.groupby(["evaluator", "sequences"], as_index=False)["value"].mean()
+            .sort_values(["evaluator", "sequences"], ignore_index=True))
+
+
+def _affine_sse(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``x`` (candidates x points): least-squares k >= 0, c for y ~ k x + c, and the SSE."""
+    xm, ym = x.mean(1, keepdims=True), y.mean()
+    xc, yc = x - xm, y - ym
+    var = (xc * xc).sum(1)
+    k = np.where(var > 0, (xc * yc).sum(1) / np.maximum(var, 1e-300), 0.0).clip(min=0)
+    c = ym - k * xm[:, 0]
+    sse = ((k[:, None] * x + c[:, None] - y) ** 2).sum(1)
+    return k, c, sse
+
+
+def _score(toy_t, toy_y, net, taus, s0s):
+    """Mean R^2 over the two curves for every (tau, s0) candidate (flattened)."""
+    tau, s0 = (v.ravel() for v in np.meshgrid(taus, s0s, indexing="ij"))
+    total = np.zeros(len(tau))
+    for (evaluator, quantity) in PAIRS:
+        s, y = net[evaluator]
+        u = (s[None, :] - s0[:, None]) / tau[:, None]
+        x = np.interp(u, toy_t, toy_y[quantity])
+        sst = ((y - y.mean()) ** 2).sum()
+        total += 1 - _affine_sse(x, y)[2] / max(sst, 1e-300)
+    return tau, s0, total / 2
+
+
+def fit_time_scale(toy: pd.DataFrame, network: pd.DataFrame, seed: int, zoom_rounds: int = 4) -> TimeFit:
+    """Fit one toy seed's trace (``step, quantity, value`` rows of loss_1 and loss_2) to the network losses."""
+    wide = toy.pivot_table(index="step", columns="quantity", values="value").sort_index()
+    toy_t = wide.index.to_numpy(dtype=float)
+    toy_y = {q: wide[q].to_numpy() for _, q in PAIRS}
+    net = {e: (g["sequences"].to_numpy(dtype=float), g["value"].to_numpy()) for e, g in network.groupby("evaluator")}
+    span = max(s.max() for s, _ in net.values()) - min(s.min() for s, _ in net.values())
+    s_min = min(s.min() for s, _ in net.values())
+    t_end = max(toy_t[-1], 1.0)
+    # tau such that the toy run covers 1/20 .. 20 times the network span; s0 within +-span of the first point.
+    log_tau = np.linspace(np.log(span / t_end / 20), np.log(span / t_end * 20), 61)
+    s0s = np.linspace(s_min - span, s_min + span, 41)
+    for _ in range(zoom_rounds + 1):
+        tau, s0, r2 = _score(toy_t, toy_y, net, np.exp(log_tau), s0s)
+        best = int(np.argmax(r2))
+        dlog, ds = (log_tau[1] - log_tau[0]) * 3, (s0s[1] - s0s[0]) * 3
+        log_tau = np.linspace(np.log(tau[best]) - dlog, np.log(tau[best]) + dlog, 25)
+        s0s = np.linspace(s0[best] - ds, s0[best] + ds, 25)
+    best_tau, best_s0 = float(tau[best]), float(s0[best])
+    stats = []
+    for evaluator, quantity in PAIRS:
+        s, y = net[evaluator]
+        x = np.interp((s - best_s0) / best_tau, toy_t, toy_y[quantity])[None, :]
+        k, c, sse = _affine_sse(x, y)
+        sst = ((y - y.mean()) ** 2).sum()
+        stats.append((float(k[0]), float(c[0]), float(1 - sse[0] / max(sst, 1e-300)), float(np.sqrt(sse[0] / len(y)))))
+    (k1, c1, r1, e1), (k2, c2, r2_, e2) = stats
+    return TimeFit(seed, best_tau, best_s0, (k1, k2), (c1, c2), r1, r2_, e1, e2)
+
+
+def fit_all_seeds(trace: pd.DataFrame, network: pd.DataFrame, condition: str | None = None) -> pd.DataFrame:
+    """One row per toy seed (of ``condition``, default the first): tau, s0, loss maps, R^2 and RMSE, best first."""
+    condition = condition if condition is not None else trace["condition"].iloc[0]
+    rows = []
+    part = trace[(trace["condition"] == condition) & trace["quantity"].isin([q for _, q in PAIRS])]
+    for seed, group in part.groupby("seed"):
+        f = fit_time_scale(group, network, int(seed))
+        rows.append(dict(condition=condition, seed=f.seed, tau=f.tau, s0=f.s0, scale_icl=f.scale[0],
+                         offset_icl=f.offset[0], scale_ciwl=f.scale[1], offset_ciwl=f.offset[1], r2=f.r2,
+                         r2_icl=f.r2_icl, r2_ciwl=f.r2_ciwl, rmse_icl=f.rmse_icl, rmse_ciwl=f.rmse_ciwl))
+    return pd.DataFrame(rows).sort_values("r2", ascending=False, ignore_index=True)

@@ -1,0 +1,1 @@
+"""Training: the loop, its config and the dense checkpoint schedules."""

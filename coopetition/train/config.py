@@ -1,0 +1,59 @@
+"""Optimisation and seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from coopetition.errors import ConfigError
+
+WEIGHT_DECAY_FORMS = ("l2", "unsquared")
+
+
+@dataclass(frozen=True)
+class SeedConfig:
+    """Three independent streams (reference C25: init 5, train 2, eval 1): model init, training data, eval sets."""
+
+    init: int = 5
+    train: int = 2
+    eval: int = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Adam with a constant learning rate, as in every reference run.
+
+    ``weight_decay`` adds ``wd * sum ||theta||^2`` (``l2``) or the reference's ``wd * sum ||theta_leaf||_2``
+    over every parameter array (``unsquared``, group-lasso-like) to the loss. Schedules are strings
+    (see ``coopetition.train.schedule``); ``eval_schedule`` None means "at every checkpoint".
+    """
+
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    weight_decay_form: Literal["l2", "unsquared"] = "l2"
+    checkpoint_schedule: str = "every:100"
+    eval_schedule: str | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ConfigError(f"train.steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0 and self.lr < 10):
+            raise ConfigError(f"train.lr must be in (0, 10), got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.weight_decay_form not in WEIGHT_DECAY_FORMS:
+            raise ConfigError(f"train.weight_decay_form must be one of {WEIGHT_DECAY_FORMS}, "
+                              f"got {self.weight_decay_form!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"train.threads must be >= 1, got {self.threads}")
+        if self.log_every < 1:
+            raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")

@@ -1,0 +1,58 @@
+"""Everything a run derives from its config before the first step: bank, pools, sizes, eval sets, model.
+
+Shared by training and by the readers (analysis), so both build exactly the same model for a checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from coopetition.bank import ExemplarBank, load_bank
+from coopetition.config import RunConfig
+from coopetition.errors import ConfigError
+from coopetition.model import ICLTransformer, build_model
+from coopetition.task.evaluators import build_eval_sets, load_eval_sets
+from coopetition.task.sampler import ClassPool, SequenceBatch, zipf_weights
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Sizes fixed by the data: the label table and the output layer both cover the training classes (C25: 12800),
+    or the few-shot label vocabulary if that is larger."""
+
+    input_dim: int
+    n_labels: int
+    n_outputs: int
+
+
+def training_pool(config: RunConfig, bank: ExemplarBank) -> ClassPool:
+    c_lo, c_hi = bank.class_range(config.task.class_split)
+    e_lo, e_hi = bank.exemplar_range(config.task.exemplar_split)
+    pool = ClassPool(c_lo, c_hi, e_lo, e_hi, zipf_weights(c_hi - c_lo, config.task.zipf_alpha))
+    for spec in config.task.mixture:
+        if pool.n_classes < spec.min_classes():
+            raise ConfigError(f"the training split has {pool.n_classes} classes; a spec needs {spec.min_classes()}")
+    return pool
+
+
+def derive_sizes(config: RunConfig, bank: ExemplarBank) -> Sizes:
+    c_lo, c_hi = bank.class_range(config.task.class_split)
+    vocab = max([c_hi] + [s.label_vocab_needed for s in config.task.mixture])
+    return Sizes(bank.dim, vocab, vocab)
+
+
+def model_for(config: RunConfig, sizes: Sizes, device: str | torch.device = "cpu") -> ICLTransformer:
+    return build_model(config.model, sizes.input_dim, sizes.n_labels, sizes.n_outputs, config.seeds.init, device)
+
+
+def eval_sets_for(config: RunConfig, bank: ExemplarBank) -> dict[str, SequenceBatch]:
+    if config.eval.import_path:
+        return load_eval_sets(Path(config.eval.import_path), bank.fingerprint())
+    return build_eval_sets(config.eval.evaluators(), bank, config.seeds.eval)
+
+
+def load_run_bank(config: RunConfig) -> ExemplarBank:
+    return load_bank(config.bank)
