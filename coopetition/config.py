@@ -44,7 +44,12 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_DACITE = dacite.Config(strict=True, cast=[tuple])
+def _int_to_float(value: Any) -> Any:
+    """Let ``lr = 1`` mean 1.0 (TOML/JSON ints for float fields); anything else is left for dacite to reject."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+_DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: _int_to_float})
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:

@@ -12,7 +12,7 @@ from coopetition.errors import ConfigError
 from coopetition.toy import C25, solve
 from coopetition.toy import __main__ as toy_main
 from coopetition.toy import cli
-from test_toy_fit import write_synthetic_run
+from tests.test_toy_fit import write_synthetic_run
 
 
 def parse(*argv):

@@ -1,0 +1,5 @@
+import sys
+
+from coopetition.cli import main
+
+sys.exit(main())

@@ -1,0 +1,133 @@
+"""The ``coopetition`` command. It only parses, validates and calls the library; user mistakes become one line on
+stderr and exit code 2 (``CoopetitionError``), never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from coopetition.errors import ConfigError, CoopetitionError
+
+# Flags that set one config field each (the full set is reachable with --set section.field=value).
+SHORTCUTS: dict[str, tuple[str, type]] = {
+    "lr": ("train.lr", float),
+    "steps": ("train.steps", int),
+    "batch_size": ("train.batch_size", int),
+    "weight_decay": ("train.weight_decay", float),
+    "device": ("train.device", str),
+    "threads": ("train.threads", int),
+    "checkpoints": ("train.checkpoint_schedule", str),
+    "evals": ("train.eval_schedule", str),
+    "classes": ("bank.classes", int),
+    "exemplars": ("bank.exemplars", int),
+    "bank": ("bank.source", str),
+    "seed": ("seeds.init", int),
+    "train_seed": ("seeds.train", int),
+    "eval_seed": ("seeds.eval", int),
+    "eval_sets": ("eval.import_path", str),
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and exit 2) rather than the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="coopetition", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    train = sub.add_parser("train", help="train a model with dense checkpoints and the strategy evaluators")
+    train.add_argument("--run-dir", type=Path, required=True, help="where the run is written")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="named config (see `coopetition presets`); default: quick")
+    source.add_argument("--config", type=Path, help="TOML or JSON config file (sections as in config.json)")
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing run dir")
+    mode.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override any config field, e.g. --set task.mixture.0.burstiness=2 (repeatable)")
+    for flag, (path, kind) in SHORTCUTS.items():
+        train.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, help=f"sets {path}")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=run_train)
+
+    presets = sub.add_parser("presets", help="list the named configs")
+    presets.add_argument("--show", metavar="NAME", help="print one preset's full config as JSON")
+    presets.set_defaults(func=run_presets)
+
+    from coopetition.toy import cli as toy_cli
+
+    toy_cli.add_parser(sub)
+    return parser
+
+
+def resolve_config(args: argparse.Namespace):
+    """Preset or file, then shortcut flags, then --set overrides (later wins)."""
+    from coopetition.config import apply_override, config_from_dict, merge, read_config_file
+    from coopetition.presets import get_preset
+
+    data: dict[str, Any] = get_preset(args.preset or "quick").to_dict()
+    if args.config:
+        data = merge(data, read_config_file(args.config))
+    for flag, (path, _) in SHORTCUTS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            data = apply_override(data, f"{path}={json.dumps(value)}")
+    for assignment in args.overrides:
+        data = apply_override(data, assignment)
+    return config_from_dict(data)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from coopetition.train.loop import resume_config, train
+
+    if args.resume:
+        given = [f for f in SHORTCUTS if getattr(args, f) is not None] + (["set"] if args.overrides else [])
+        if args.preset or args.config or given:
+            raise ConfigError("--resume continues a run with its recorded config; drop --preset/--config/overrides")
+        config = resume_config(args.run_dir)
+    else:
+        config = resolve_config(args)
+    result = train(config, args.run_dir, overwrite=args.overwrite, resume=args.resume,
+                   progress=not args.no_progress)
+    final = {f"{e}.{m}": round(v, 4) for (e, m), v in result.final_eval.items() if m == "in_context_acc"}
+    print(f"run written to {result.run_dir} ({result.steps} steps, {result.wall_seconds:.0f} s); "
+          f"final in-context accuracy: {final}")
+    return 0
+
+
+def run_presets(args: argparse.Namespace) -> int:
+    from coopetition.presets import PRESETS, get_preset
+
+    if args.show:
+        print(json.dumps(get_preset(args.show).to_dict(), indent=2))
+        return 0
+    width = max(map(len, PRESETS))
+    for name, (_, summary) in PRESETS.items():
+        print(f"{name:<{width}}  {summary}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CoopetitionError as err:
+        print(f"coopetition: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("coopetition: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

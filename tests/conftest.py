@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny banks and configs that train in seconds on a 2-core CPU."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+from coopetition.bank import BankConfig, load_bank  # noqa: E402
+from coopetition.config import RunConfig  # noqa: E402
+from coopetition.model.config import ModelConfig  # noqa: E402
+from coopetition.task.evaluators import EvalConfig  # noqa: E402
+from coopetition.train.config import TrainConfig  # noqa: E402
+
+
+@pytest.fixture
+def small_bank():
+    return load_bank(BankConfig(classes=64, exemplars=6, dim=16, within_class_noise=0.3, seed=3))
+
+
+def tiny_run_config(**train_overrides) -> RunConfig:
+    train = dict(steps=30, batch_size=16, lr=1e-3, checkpoint_schedule="every:10", eval_schedule="every:15",
+                 threads=1, log_every=5)
+    train.update(train_overrides)
+    return RunConfig(
+        bank=BankConfig(classes=48, exemplars=6, dim=16, within_class_noise=0.3, seed=3),
+        model=ModelConfig(n_layers=2, d_model=16, n_heads=2),
+        train=TrainConfig(**train),
+        eval=EvalConfig(n_seqs=64, max_exemplars=3, batch_size=32),
+    )
+
+
+@pytest.fixture
+def tiny_config() -> RunConfig:
+    return tiny_run_config()

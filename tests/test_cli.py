@@ -1,0 +1,65 @@
+"""Bad input: one line on stderr, exit code 2, nothing written."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from coopetition.cli import main
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "nope"], "unknown preset"),
+    (["--lr", "-0.1"], "train.lr"),
+    (["--set", "task.mixture.0.burstiness=2"], "2B <= N"),
+    (["--bank", "/no/such/bank.npy"], "not found"),
+    (["--set", "train.nope=1"], "unknown field"),
+    (["--checkpoints", "every:0"], "interval"),
+    (["--set", "train.steps=\"many\""], "train.steps"),
+])
+def test_bad_train_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, message):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run_dir), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not run_dir.exists()
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "precious.txt").write_text("keep me")
+    assert main(["train", "--run-dir", str(run_dir), "--steps", "2"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (run_dir / "precious.txt").read_text() == "keep me"
+
+
+def test_config_file_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nlr = 1")
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--config", str(bad)]) == 2
+    assert "cannot parse" in capsys.readouterr().err
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"train": {"lr": 1e-3, "warmup": 5}}))
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--config", str(unknown)]) == 2
+    assert "warmup" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_new_config(tmp_path, capsys):
+    assert main(["train", "--run-dir", str(tmp_path), "--resume", "--lr", "0.1"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_presets_lists_every_preset(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("quick", "c25", "ciwl-only", "icl-only", "mq", "12l"):
+        assert name in out
+
+
+def test_console_entry_point_reports_usage_errors_in_one_line():
+    proc = subprocess.run([sys.executable, "-m", "coopetition", "train"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--run-dir" in proc.stderr
+    assert "Warning" not in proc.stderr
