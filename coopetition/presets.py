@@ -37,7 +37,7 @@ QUICK = RunConfig(
     bank=BankConfig(classes=12800, exemplars=20, dim=64, within_class_noise=0.4, shared_scale=2.0),
     task=TaskConfig(mixture=(C25_BURSTY,)),
     model=ModelConfig(n_layers=2, d_model=64, n_heads=8, positional="learned"),
-    train=TrainConfig(steps=20_000, batch_size=128, lr=1e-3, checkpoint_schedule="every:1000+log:12",
+    train=TrainConfig(steps=18_000, batch_size=128, lr=1e-3, checkpoint_schedule="every:1000+log:12",
                       eval_schedule="every:500+log:12", device="cpu"),
     eval=EvalConfig(suite="ctx2", n_seqs=2000),
     preset="quick",

@@ -1,0 +1,62 @@
+"""Training throughput of a preset on this machine (run on demand; prints one figure per line).
+
+    python bench/train_speed.py [PRESET] [STEPS] [THREADS]
+
+Times the training step alone (sampling, forward, backward, Adam) and one full evaluation, then projects the
+preset's wall time from its schedule. Nothing is written to disk.
+"""
+
+import sys
+import time
+
+import torch
+
+from coopetition.presets import get_preset
+from coopetition.task.metrics import query_loss
+from coopetition.task.sampler import gather_features, sample_mixture
+from coopetition.train.evaluate import evaluate, prepare_eval_sets
+from coopetition.train.schedule import schedule_steps
+from coopetition.train.setup import derive_sizes, eval_sets_for, load_run_bank, model_for, training_pool
+
+
+def main() -> None:
+    preset = sys.argv[1] if len(sys.argv) > 1 else "quick"
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 300
+    torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
+    config = get_preset(preset)
+    bank = load_run_bank(config)
+    pool, sizes = training_pool(config, bank), derive_sizes(config, bank)
+    model = model_for(config, sizes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    gen = torch.Generator().manual_seed(0)
+    specs, weights = list(config.task.mixture), list(config.task.mixture_weights)
+
+    def step() -> None:
+        batch = sample_mixture(specs, weights, pool, config.train.batch_size, gen)
+        loss = query_loss(model(gather_features(bank.features, batch), batch.context_labels), batch.target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(20):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    per_step = (time.perf_counter() - start) / steps
+    prepared = prepare_eval_sets(eval_sets_for(config, bank), bank.features)
+    start = time.perf_counter()
+    evaluate(model, prepared, config.eval.batch_size)
+    per_eval = time.perf_counter() - start
+    n_evals = len(schedule_steps(config.train.eval_schedule or config.train.checkpoint_schedule,
+                                 config.train.steps, config.train.batch_size))
+    print(f"preset {preset}, {torch.get_num_threads()} threads, batch {config.train.batch_size}")
+    print(f"step time: {per_step * 1e3:.1f} ms")
+    print(f"throughput: {config.train.batch_size / per_step:.0f} sequences/s, {1 / per_step:.1f} steps/s")
+    print(f"one evaluation (all evaluators): {per_eval:.2f} s")
+    print(f"projected wall time for {config.train.steps} steps + {n_evals} evals: "
+          f"{(config.train.steps * per_step + n_evals * per_eval) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
