@@ -46,9 +46,10 @@ def test_training_reduces_the_loss(tmp_path):
 
 
 def test_resume_continues_to_the_same_weights(tmp_path):
-    full = tiny_run_config(steps=20, checkpoint_schedule="every:10")
+    full = tiny_run_config(steps=20, checkpoint_schedule="every:10", eval_schedule="every:5")
     train(full, tmp_path / "full", progress=False)
-    train(tiny_run_config(steps=10, checkpoint_schedule="every:10"), tmp_path / "part", progress=False)
+    part = tiny_run_config(steps=10, checkpoint_schedule="every:10", eval_schedule="every:5")
+    train(part, tmp_path / "part", progress=False)
     # extend the interrupted run's recorded target, then resume it
     meta = json.loads((tmp_path / "part" / "config.json").read_text())
     meta["config"]["train"]["steps"] = 20
