@@ -1,11 +1,12 @@
 """Lay the toy model's L1 / L2 over a trained network's ICL / CIWL evaluator losses by rescaling time.
 
 The toy step u that corresponds to network time s (sequences seen) is u = (s - s0) / tau: tau is network
-sequences per toy step, s0 the network time of toy step 0. For given (tau, s0) each network curve is matched by
-the best affine map of its toy curve (loss_icl ~ k1 L1(u) + c1, loss_ciwl ~ k2 L2(u) + c2, least squares with
-k >= 0), because cross-entropy over 12,800 classes and the toy's squared error live on different scales. Before
-toy step 0 the toy curve holds its initial value and after its stop step its final value. (tau, s0) are found by a
-log-spaced grid search refined by zooming; the fit quality is R^2 per curve and their mean.
+sequences per toy step, s0 the network time of toy step 0. Cross-entropy over 12,800 classes and the toy's squared
+error live on different scales, so each curve is min-max normalised over its whole trajectory first (the toy's range
+maps onto the network's: loss ~ k L(u) + c with k, c fixed by the two ranges, not fitted -- a free affine map would
+let a tiny wiggle of the toy curve be blown up to fit anything). Before toy step 0 the toy curve holds its initial
+value and after its stop step its final value. (tau, s0) are found by a log-spaced grid search refined by zooming;
+the fit quality is R^2 per curve (of the normalised curves) and their mean.
 """
 
 from __future__ import annotations
@@ -59,15 +60,15 @@ def read_network_losses(run_dir: str | Path) -> pd.DataFrame:
             .sort_values(["evaluator", "sequences"], ignore_index=True))
 
 
-def _affine_sse(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of ``x`` (candidates x points): least-squares k >= 0, c for y ~ k x + c, and the SSE."""
-    xm, ym = x.mean(1, keepdims=True), y.mean()
-    xc, yc = x - xm, y - ym
-    var = (xc * xc).sum(1)
-    k = np.where(var > 0, (xc * yc).sum(1) / np.maximum(var, 1e-300), 0.0).clip(min=0)
-    c = ym - k * xm[:, 0]
-    sse = ((k[:, None] * x + c[:, None] - y) ** 2).sum(1)
-    return k, c, sse
+def _normalise(values: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Min-max map onto [0, 1]; also returns (min, range) to map back."""
+    lo, span = float(values.min()), float(values.max() - values.min())
+    return (values - lo) / max(span, 1e-300), lo, span
+
+
+def _sse(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per row of ``x`` (candidates x points), the squared error against the normalised network curve ``y``."""
+    return ((x - y) ** 2).sum(1)
 
 
 def _score(toy_t, toy_y, net, taus, s0s):
@@ -79,7 +80,7 @@ def _score(toy_t, toy_y, net, taus, s0s):
         u = (s[None, :] - s0[:, None]) / tau[:, None]
         x = np.interp(u, toy_t, toy_y[quantity])
         sst = ((y - y.mean()) ** 2).sum()
-        total += 1 - _affine_sse(x, y)[2] / max(sst, 1e-300)
+        total += 1 - _sse(x, y) / max(sst, 1e-300)
     return tau, s0, total / 2
 
 
@@ -87,8 +88,10 @@ def fit_time_scale(toy: pd.DataFrame, network: pd.DataFrame, seed: int, zoom_rou
     """Fit one toy seed's trace (``step, quantity, value`` rows of loss_1 and loss_2) to the network losses."""
     wide = toy.pivot_table(index="step", columns="quantity", values="value").sort_index()
     toy_t = wide.index.to_numpy(dtype=float)
-    toy_y = {q: wide[q].to_numpy() for _, q in PAIRS}
-    net = {e: (g["sequences"].to_numpy(dtype=float), g["value"].to_numpy()) for e, g in network.groupby("evaluator")}
+    toy_norm = {q: _normalise(wide[q].to_numpy()) for _, q in PAIRS}
+    toy_y = {q: v[0] for q, v in toy_norm.items()}
+    net_norm = {e: _normalise(g["value"].to_numpy()) for e, g in network.groupby("evaluator")}
+    net = {e: (g["sequences"].to_numpy(dtype=float), net_norm[e][0]) for e, g in network.groupby("evaluator")}
     span = max(s.max() for s, _ in net.values()) - min(s.min() for s, _ in net.values())
     s_min = min(s.min() for s, _ in net.values())
     t_end = max(toy_t[-1], 1.0)
@@ -106,9 +109,12 @@ def fit_time_scale(toy: pd.DataFrame, network: pd.DataFrame, seed: int, zoom_rou
     for evaluator, quantity in PAIRS:
         s, y = net[evaluator]
         x = np.interp((s - best_s0) / best_tau, toy_t, toy_y[quantity])[None, :]
-        k, c, sse = _affine_sse(x, y)
+        sse = _sse(x, y)[0]
         sst = ((y - y.mean()) ** 2).sum()
-        stats.append((float(k[0]), float(c[0]), float(1 - sse[0] / max(sst, 1e-300)), float(np.sqrt(sse[0] / len(y)))))
+        (_, t_lo, t_span), (_, n_lo, n_span) = toy_norm[quantity], net_norm[evaluator]
+        k = n_span / max(t_span, 1e-300)  # network loss = k * toy loss + c
+        rmse = float(np.sqrt(sse / len(y))) * n_span  # in network loss units
+        stats.append((k, n_lo - k * t_lo, float(1 - sse / max(sst, 1e-300)), rmse))
     (k1, c1, r1, e1), (k2, c2, r2_, e2) = stats
     return TimeFit(seed, best_tau, best_s0, (k1, k2), (c1, c2), r1, r2_, e1, e2)
 
