@@ -56,14 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (path, kind) in SHORTCUTS.items():
         train.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, help=f"sets {path}")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from coopetition.interventions import cli as intervention_cli
+
+    intervention_cli.add_train_arguments(train)
     train.set_defaults(func=run_train)
 
     presets = sub.add_parser("presets", help="list the named configs")
     presets.add_argument("--show", metavar="NAME", help="print one preset's full config as JSON")
     presets.set_defaults(func=run_presets)
 
+    from coopetition.analysis import cli as analysis_cli
     from coopetition.toy import cli as toy_cli
 
+    analysis_cli.add_parser(sub)
     toy_cli.add_parser(sub)
     return parser
 
@@ -80,7 +85,9 @@ def resolve_config(args: argparse.Namespace):
         value = getattr(args, flag)
         if value is not None:
             data = apply_override(data, f"{path}={json.dumps(value)}")
-    for assignment in args.overrides:
+    from coopetition.interventions.cli import overrides_from_args
+
+    for assignment in [*overrides_from_args(args), *args.overrides]:
         data = apply_override(data, assignment)
     return config_from_dict(data)
 
@@ -90,6 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         given = [f for f in SHORTCUTS if getattr(args, f) is not None] + (["set"] if args.overrides else [])
+        given += ["intervene"] * bool(args.intervene) + ["init-from"] * bool(args.init_from)
         if args.preset or args.config or given:
             raise ConfigError("--resume continues a run with its recorded config; drop --preset/--config/overrides")
         config = resume_config(args.run_dir)

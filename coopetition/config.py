@@ -33,12 +33,16 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seeds: SeedConfig = field(default_factory=SeedConfig)
     preset: str | None = None
+    interventions: tuple[str, ...] = ()  # specs active in training and evaluation (docs/interventions.md)
 
     def __post_init__(self) -> None:
         n_tokens = 2 * self.task.context_len + 1
         if n_tokens > self.model.max_seq_len:
             raise ConfigError(f"context_len {self.task.context_len} needs {n_tokens} tokens "
                               f"> model.max_seq_len {self.model.max_seq_len}")
+        from coopetition.interventions import validate_specs  # the package needs this module: import late
+
+        validate_specs(self.interventions, self.model)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

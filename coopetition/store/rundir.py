@@ -86,10 +86,10 @@ class RunWriter:
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         writer = cls(path)
-        writer._lock()
+        writer.lock()
         return writer
 
-    def _lock(self) -> None:
+    def lock(self) -> None:
         lock = self.path / ".lock"
         if lock.exists() and not _lock_is_live(lock):
             lock.unlink()

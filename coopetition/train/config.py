@@ -25,7 +25,8 @@ class TrainConfig:
 
     ``weight_decay`` adds ``wd * sum ||theta||^2`` (``l2``) or the reference's ``wd * sum ||theta_leaf||_2``
     over every parameter array (``unsquared``, group-lasso-like) to the loss. Schedules are strings
-    (see ``coopetition.train.schedule``); ``eval_schedule`` None means "at every checkpoint".
+    (see ``coopetition.train.schedule``); ``eval_schedule`` None means "at every checkpoint". ``init_from``
+    (``RUN@STEP``) starts from another run's weights with a fresh optimizer; steps still count from 0.
     """
 
     steps: int = 2000
@@ -38,6 +39,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None
     log_every: int = 50
+    init_from: str | None = None  # RUN@STEP: start from that checkpoint's weights, fresh optimizer
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -57,3 +59,7 @@ class TrainConfig:
             raise ConfigError(f"train.threads must be >= 1, got {self.threads}")
         if self.log_every < 1:
             raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")
+        if self.init_from is not None:
+            from coopetition.interventions.graft import CheckpointRef
+
+            CheckpointRef.parse(self.init_from)

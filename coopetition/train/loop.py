@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from coopetition.config import RunConfig, config_from_dict
 from coopetition.errors import ConfigError
+from coopetition.interventions import init_from_checkpoint, intervene
 from coopetition.store.checkpoint import load_tensors, save_tensors
 from coopetition.store.rundir import EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, now_iso, package_versions
 from coopetition.task.evaluators import eval_sets_tensors
@@ -37,8 +38,8 @@ class TrainResult:
     final_eval: dict[tuple[str, str], float]
 
 
-def weight_penalty(model: torch.nn.Module, form: str) -> torch.Tensor:
-    norms = [p.pow(2).sum() if form == "l2" else p.norm() for p in model.parameters()]
+def weight_penalty(params, form: str) -> torch.Tensor:
+    norms = [p.pow(2).sum() if form == "l2" else p.norm() for p in params]
     return torch.stack(norms).sum()
 
 
@@ -62,20 +63,24 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
     eval_sets = eval_sets_for(config, bank)
     prepared = prepare_eval_sets(eval_sets, features)
     model = model_for(config, sizes, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(0.9, 0.999), eps=1e-8)
+    init_step = init_from_checkpoint(model, tc.init_from, bank.fingerprint()) if tc.init_from and not resume else None
+    forward = intervene(config.interventions, model, bank.fingerprint())  # grafts spliced, sources checked
+    trainable = forward.trainable_parameters()
+    optimizer = torch.optim.Adam(trainable, lr=tc.lr, betas=(0.9, 0.999), eps=1e-8)
     data_gen = torch.Generator(device).manual_seed(config.seeds.train)
 
     start_step, eval_rows, train_rows, manifest = 0, [], [], []
     if resume:
         writer = RunWriter(run_dir)
-        writer._lock()
+        writer.lock()
         start_step, eval_rows, train_rows, manifest = _restore(run_dir, model, optimizer, data_gen)
     else:
         writer = RunWriter.create(run_dir, overwrite)
         writer.write_json("config.json", {
             "config": config.to_dict(), "seeds": config.to_dict()["seeds"],
             "derived": {**sizes.__dict__, "n_parameters": model.n_parameters(), "bank_fingerprint": bank.fingerprint(),
-                        "bank_shape": list(bank.features.shape)},
+                        "bank_shape": list(bank.features.shape), "init_from_step": init_step,
+                        "graft_sources": forward.provenance()},
             "versions": package_versions(), "created": now_iso(),
         })
         save_tensors(run_dir / "eval_sets.safetensors", eval_sets_tensors(eval_sets),
@@ -91,7 +96,7 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
         for step in bar:
             sequences = step * tc.batch_size
             if step in eval_steps and not (resume and step == start_step):
-                last_eval = evaluate(model, prepared, config.eval.batch_size)
+                last_eval = evaluate(model, prepared, config.eval.batch_size, forward)
                 eval_rows += [{"step": step, "sequences": sequences, "evaluator": e, "metric": m, "value": v}
                               for (e, m), v in last_eval.items()]
                 writer.write_table("eval.csv", eval_rows, EVAL_COLUMNS)
@@ -104,9 +109,10 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
                 break
             batch = sample_mixture(list(config.task.mixture), list(config.task.mixture_weights), pool,
                                    tc.batch_size, data_gen, device)
-            logits = model(gather_features(features, batch), batch.context_labels)
+            logits = forward(gather_features(features, batch), batch.context_labels, batch.target)
             loss = query_loss(logits, batch.target)
-            total = loss + tc.weight_decay * weight_penalty(model, tc.weight_decay_form) if tc.weight_decay else loss
+            penalty = weight_penalty(trainable, tc.weight_decay_form) if tc.weight_decay else 0.0
+            total = loss + tc.weight_decay * penalty
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()

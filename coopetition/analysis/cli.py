@@ -1,0 +1,86 @@
+"""``coopetition analyze RUN --checkpoint-range SPEC``: dissect a run's checkpoints; tables, figures, index.html.
+
+The command only parses, validates and calls ``coopetition.analysis.runner.analyze``; a bad run dir, SPEC,
+analysis or evaluator name is a one-line error with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import warnings
+from pathlib import Path
+
+from coopetition.analysis.config import ANALYSES, AnalysisConfig
+from coopetition.errors import ConfigError
+
+
+def _names(text: str, what: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise ConfigError(f"--{what} is empty; give a comma-separated list")
+    return names
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``analyze`` subcommand to an argparse subparsers object (sets ``func``)."""
+    p = subparsers.add_parser("analyze", help="dissect a run across checkpoints (ablation, patching, probes, ...)",
+                              description=__doc__)
+    p.add_argument("run", type=Path, help="run directory written by `coopetition train`")
+    p.add_argument("--checkpoint-range", dest="spec", required=True, metavar="SPEC",
+                   help="steps: A:B (inclusive), A:B:K (every K-th), :B, A:, -20: (last 20), or a comma list; "
+                        "a step that is not a checkpoint snaps to the nearest")
+    p.add_argument("--analyses", default=",".join(ANALYSES),
+                   help=f"comma list from {', '.join(ANALYSES)} (default: all)")
+    p.add_argument("--evaluators", help="comma list of the run's evaluators (default: all)")
+    p.add_argument("--out", type=Path, help="output folder (default: RUN/analysis)")
+    p.add_argument("--device", default="cpu", help="torch device for the forward passes (default: cpu)")
+    d = AnalysisConfig()
+    p.add_argument("--n-seqs", type=int, default=d.n_seqs, help=f"sequences per evaluator (default: {d.n_seqs})")
+    p.add_argument("--patch-seqs", type=int, default=d.patch_seqs,
+                   help=f"sequences per patching pair (default: {d.patch_seqs})")
+    p.add_argument("--probe-seqs", type=int, default=d.probe_seqs,
+                   help=f"probe sequences per evaluator (default: {d.probe_seqs})")
+    p.add_argument("--probe-classes", type=int, default=d.probe_classes,
+                   help=f"classes per probe set: identity probes are this-way (default: {d.probe_classes})")
+    p.add_argument("--probe-steps", type=int, default=d.probe_steps,
+                   help=f"LBFGS iterations per probe fit (default: {d.probe_steps})")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help=f"torch CPU threads; 1 suits a busy machine (default: {d.threads})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"resample permutation and probe data (default: {d.seed})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # SPECs such as "-20:" start with "-"; let argparse take them as values, not as unknown options.
+    p._negative_number_matcher = re.compile(r"^-\d[\d:,\s-]*$")
+    p.set_defaults(func=run_analyze)
+
+
+def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
+    return AnalysisConfig(
+        analyses=_names(args.analyses, "analyses"),
+        evaluators=_names(args.evaluators, "evaluators") if args.evaluators is not None else None,
+        n_seqs=args.n_seqs, patch_seqs=args.patch_seqs, probe_seqs=args.probe_seqs,
+        probe_classes=args.probe_classes, probe_steps=args.probe_steps, threads=args.threads, seed=args.seed,
+        device=args.device)
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from coopetition.analysis.runner import SelectionWarning, analyze
+
+    config = config_from_args(args)
+    default_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SelectionWarning):
+            print(f"coopetition: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SelectionWarning)
+        warnings.showwarning = show
+        result = analyze(args.run, args.spec, config, args.out, progress_bar=not args.no_progress)
+    print(f"analysed {len(result.steps)} checkpoints (steps {result.steps[0]}..{result.steps[-1]}); "
+          f"{len(result.tables)} tables and {len(result.figures)} pages in {result.out_dir} "
+          f"(open {result.out_dir / 'index.html'})")
+    return 0

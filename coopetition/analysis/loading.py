@@ -1,0 +1,131 @@
+"""From a run directory to what analyses consume: its config, checkpoints, a model to load them into, and the
+evaluator sequences with their features gathered.
+
+The model is built once per run and every checkpoint's state dict is loaded into it (building a HookedTransformer
+costs more than loading 2M floats). The run's own setup code (``train.setup``) builds it, so an analysed model is
+exactly the trained one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from coopetition.bank import ExemplarBank
+from coopetition.config import RunConfig, config_from_dict
+from coopetition.errors import DataError
+from coopetition.model import ICLTransformer
+from coopetition.store.checkpoint import CheckpointInfo, load_tensors
+from coopetition.store.rundir import RunReader
+from coopetition.task.evaluators import EvaluatorSpec, load_eval_sets
+from coopetition.task.sampler import SequenceBatch, gather_features, sample_sequences
+from coopetition.train.setup import derive_sizes, load_run_bank, model_for
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """``n`` sequences of one evaluator (item N is the query) with their exemplar vectors."""
+
+    name: str
+    exemplars: Float[Tensor, "n item dim"]
+    classes: Int[Tensor, "n item"]
+    labels: Int[Tensor, "n item"]
+    types: Int[Tensor, "n item"]
+
+    @classmethod
+    def from_batch(cls, name: str, batch: SequenceBatch, features: Tensor) -> "EvalData":
+        batch = batch.to(features.device)
+        return cls(name, gather_features(features, batch), batch.classes, batch.labels, batch.types)
+
+    @property
+    def n(self) -> int:
+        return self.classes.shape[0]
+
+    @property
+    def n_ctx(self) -> int:
+        return self.classes.shape[1] - 1
+
+    @property
+    def context_labels(self) -> Int[Tensor, "n ctx"]:
+        return self.labels[:, :-1]
+
+    @property
+    def target(self) -> Int[Tensor, " n"]:
+        return self.labels[:, -1]
+
+    def head(self, n: int) -> "EvalData":
+        return EvalData(self.name, self.exemplars[:n], self.classes[:n], self.labels[:n], self.types[:n])
+
+    def with_labels(self, name: str, labels: Int[Tensor, "n item"]) -> "EvalData":
+        return EvalData(name, self.exemplars, self.classes, labels, self.types)
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run opened for analysis. ``bank`` is None until something needs features (strategies does not)."""
+
+    path: Path
+    config: RunConfig
+    checkpoints: tuple[CheckpointInfo, ...]
+
+    @classmethod
+    def open(cls, path: Path) -> "LoadedRun":
+        if not path.exists():
+            raise DataError(f"run dir {path} does not exist")
+        reader = RunReader.open(path)
+        meta = reader.config()
+        if "config" not in meta:
+            raise DataError(f"{path}/config.json has no 'config' section")
+        return cls(path, config_from_dict(meta["config"]), tuple(reader.checkpoints()))
+
+    def evaluator_specs(self) -> dict[str, EvaluatorSpec]:
+        return {spec.name: spec for spec in self.config.eval.evaluators()}
+
+    def bank(self) -> ExemplarBank:
+        return load_run_bank(self.config)
+
+    def build_model(self, bank: ExemplarBank, device: str | torch.device = "cpu") -> ICLTransformer:
+        model = model_for(self.config, derive_sizes(self.config, bank), device)
+        model.eval()
+        for param in model.parameters():  # analyses never train; gradients are taken w.r.t. activations
+            param.requires_grad_(False)
+        return model
+
+    def eval_sets(self) -> dict[str, SequenceBatch]:
+        return load_eval_sets(self.path / "eval_sets.safetensors")
+
+    def eval_data(self, bank: ExemplarBank, names: tuple[str, ...], n_seqs: int,
+                  device: str | torch.device = "cpu") -> dict[str, EvalData]:
+        sets = self.eval_sets()
+        features = bank.features.to(device)
+        return {name: EvalData.from_batch(name, sets[name].slice(0, n_seqs), features) for name in names}
+
+    def probe_data(self, bank: ExemplarBank, names: tuple[str, ...], n_classes: int, n_seqs: int, seed: int,
+                   device: str | torch.device = "cpu") -> dict[str, EvalData]:
+        """Fresh sequences of each evaluator's distribution restricted to the first ``n_classes`` classes of its
+        pool (more if the distribution needs more distinct classes), drawn from ``seed``."""
+        specs = self.evaluator_specs()
+        features = bank.features.to(device)
+        out = {}
+        for index, name in enumerate(names):
+            spec = specs[name]
+            pool = spec.pool(bank)
+            k = max(n_classes, spec.sequence.min_classes())
+            restricted = type(pool)(pool.class_lo, min(pool.class_hi, pool.class_lo + k), pool.exemplar_lo,
+                                    pool.exemplar_hi)
+            gen = torch.Generator().manual_seed(seed * 7919 + index)
+            out[name] = EvalData.from_batch(name, sample_sequences(spec.sequence, restricted, n_seqs, gen), features)
+        return out
+
+
+def load_checkpoint(model: ICLTransformer, info: CheckpointInfo, device: str | torch.device = "cpu") -> None:
+    state, _ = load_tensors(info.path, device)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise DataError(f"checkpoint {info.path} does not fit the run's model ({first})") from None

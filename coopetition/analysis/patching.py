@@ -1,0 +1,143 @@
+"""Activation patching and attribution patching on clean/corrupted pairs (``pairs.py``).
+
+Metric: the logit difference LD = logit(clean answer) - logit(corrupted answer), averaged over the pair's
+sequences, normalised as (LD_patched - LD_corrupt) / (LD_clean - LD_corrupt): 1 means the patched activation
+alone restores the clean behaviour, 0 means it carries none of it. When the clean and corrupted runs differ by
+less than ``MIN_GAP`` logits the ratio is undefined and reported as NaN (the raw LDs are in the table).
+
+Exact patching runs the corrupted input with one clean activation written in (``edits.Variant``s, batched):
+``resid`` at every layer boundary x position (``layer`` L = after the last block), ``z`` (head output) per head over
+all positions (``position`` -1) and per position, and ``q``/``k``/``v``/``pattern`` per head. Attribution patching
+(Nanda 2023) estimates every one of those effects at once from one forward and one backward pass on the corrupted
+input: effect ~ sum grad(LD) * (clean - corrupted activation). ``agreement`` rows compare the two on per-head
+``z``: Spearman rank correlation, sign agreement on the three largest exact effects, and whether the top head is
+the same.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from coopetition.analysis.edits import Edit, Variant, run_variants
+from coopetition.analysis.pairs import PatchPair
+from coopetition.analysis.readout import label_logits, query_normalized
+from coopetition.model import ICLTransformer
+from coopetition.model.hooked import ActivationCache
+
+MIN_GAP = 0.1
+HEAD_PARTS = ("z", "q", "k", "v", "pattern")
+
+
+def resid_points(n_layers: int) -> list[tuple[int, str]]:
+    """(layer index in the table, hook name): the residual before each block and after the last."""
+    return [(l, f"blocks.{l}.hook_resid_pre") for l in range(n_layers)] + [
+        (n_layers, f"blocks.{n_layers - 1}.hook_resid_post")]
+
+
+def _where(component: str, layer: int, head: int = -1, position: int = -1) -> dict:
+    return {"component": component, "layer": layer, "head": head, "position": position}
+
+
+def patch_variants(clean: ActivationCache, n_layers: int, n_heads: int, n_pos: int) -> list[Variant]:
+    variants = [Variant(_where("resid", l, -1, p), (Edit(name, clean[name], (p,)),))
+                for l, name in resid_points(n_layers) for p in range(n_pos)]
+    for l in range(n_layers):
+        for h in range(n_heads):
+            z = f"blocks.{l}.attn.hook_z"
+            variants.append(Variant(_where("z", l, h), (Edit(z, clean[z], (slice(None), h)),)))
+            variants += [Variant(_where("z", l, h, p), (Edit(z, clean[z], (p, h)),)) for p in range(n_pos)]
+            for part in ("q", "k", "v"):
+                name = f"blocks.{l}.attn.hook_{part}"
+                variants.append(Variant(_where(part, l, h), (Edit(name, clean[name], (slice(None), h)),)))
+            name = f"blocks.{l}.attn.hook_pattern"
+            variants.append(Variant(_where("pattern", l, h), (Edit(name, clean[name], (h,)),)))
+    return variants
+
+
+def _normalise(ld: float, ld_clean: float, ld_corrupt: float) -> float:
+    gap = ld_clean - ld_corrupt
+    return (ld - ld_corrupt) / gap if abs(gap) >= MIN_GAP else float("nan")
+
+
+def attribution(model: ICLTransformer, pair: PatchPair, clean: ActivationCache,
+                corrupt: ActivationCache) -> dict[str, torch.Tensor]:
+    """Per-hook grad(mean LD) * (clean - corrupt), unreduced (shape of the activation)."""
+    names = [name for _, name in resid_points(model.cfg.n_layers)] + [
+        f"blocks.{l}.attn.hook_{part}" for l in range(model.cfg.n_layers) for part in HEAD_PARTS]
+    acts: dict[str, torch.Tensor] = {}
+
+    def store(act: torch.Tensor, hook) -> torch.Tensor:
+        acts[hook.name] = act
+        return act
+
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, store) for n in names]):
+        exemplars = pair.corrupt.exemplars.clone().requires_grad_(True)  # so every activation carries a graph
+        logits = label_logits(model, query_normalized(model, exemplars, pair.corrupt.context_labels), pair.answers)
+        ld = (logits[:, 0] - logits[:, 1]).mean()
+        grads = torch.autograd.grad(ld, [acts[n] for n in names], allow_unused=True)
+    return {n: (g if g is not None else torch.zeros_like(acts[n])) * (clean[n] - corrupt[n]).detach()
+            for n, g in zip(names, grads)}
+
+
+def _attribution_rows(model: ICLTransformer, attr: dict[str, torch.Tensor], gap: float) -> list[dict]:
+    scale = 1.0 / gap if abs(gap) >= MIN_GAP else float("nan")
+    rows = []
+    for l, name in resid_points(model.cfg.n_layers):
+        per_pos = attr[name].sum(dim=(0, 2))
+        rows += [{**_where("resid", l, -1, p), "value": float(v) * scale} for p, v in enumerate(per_pos)]
+    for l in range(model.cfg.n_layers):
+        z = attr[f"blocks.{l}.attn.hook_z"]  # [batch, pos, head, d_head]
+        for h, v in enumerate(z.sum(dim=(0, 1, 3))):
+            rows.append({**_where("z", l, h), "value": float(v) * scale})
+        for (p, h), v in zip(((p, h) for p in range(z.shape[1]) for h in range(z.shape[2])),
+                             z.sum(dim=(0, 3)).flatten()):
+            rows.append({**_where("z", l, h, p), "value": float(v) * scale})
+        for part in ("q", "k", "v"):
+            for h, v in enumerate(attr[f"blocks.{l}.attn.hook_{part}"].sum(dim=(0, 1, 3))):
+                rows.append({**_where(part, l, h), "value": float(v) * scale})
+        for h, v in enumerate(attr[f"blocks.{l}.attn.hook_pattern"].sum(dim=(0, 2, 3))):
+            rows.append({**_where("pattern", l, h), "value": float(v) * scale})
+    return rows
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    return x.argsort().argsort().double()
+
+
+def agreement(exact: list[float], approx: list[float], top: int = 3) -> dict[str, float]:
+    """Spearman correlation, sign agreement on the ``top`` largest |exact| effects, and top-1 identity."""
+    e, a = torch.tensor(exact, dtype=torch.double), torch.tensor(approx, dtype=torch.double)
+    if torch.isnan(e).any() or torch.isnan(a).any() or len(e) < 2:
+        return {"spearman": float("nan"), f"sign_agree_top{top}": float("nan"), "top1_match": float("nan")}
+    re, ra = _ranks(e) - _ranks(e).mean(), _ranks(a) - _ranks(a).mean()
+    spearman = float((re * ra).sum() / (re.norm() * ra.norm())) if re.norm() > 0 and ra.norm() > 0 else float("nan")
+    order = e.abs().argsort(descending=True)[:top]
+    sign = float((torch.sign(e[order]) == torch.sign(a[order])).double().mean())
+    return {"spearman": spearman, f"sign_agree_top{top}": sign,
+            "top1_match": float(e.abs().argmax() == a.abs().argmax())}
+
+
+def patching_rows(model: ICLTransformer, pair: PatchPair, clean: ActivationCache, clean_logits: torch.Tensor,
+                  corrupt: ActivationCache, corrupt_logits: torch.Tensor, max_rows: int) -> list[dict]:
+    """Rows ``kind, component, layer, head, position, metric, value`` for one checkpoint and pair."""
+    def ld(full_logits: torch.Tensor) -> float:
+        picked = full_logits.detach().gather(1, pair.answers)
+        return float((picked[:, 0] - picked[:, 1]).mean())
+
+    ld_clean, ld_corrupt = ld(clean_logits), ld(corrupt_logits)
+    rows = [{"kind": "baseline", **_where(run, -1), "metric": "logit_diff", "value": value}
+            for run, value in (("clean", ld_clean), ("corrupt", ld_corrupt))]
+    n_pos = pair.corrupt.classes.shape[1] * 2 - 1
+    variants = patch_variants(clean, model.cfg.n_layers, model.cfg.n_heads, n_pos)
+    logits = run_variants(model, pair.corrupt.exemplars, pair.corrupt.context_labels, pair.answers, variants,
+                          corrupt, max_rows)
+    patched = (logits[..., 0] - logits[..., 1]).mean(dim=1).tolist()
+    exact = [{"kind": "exact", **v.labels, "metric": "normalized_logit_diff",
+              "value": _normalise(x, ld_clean, ld_corrupt)} for v, x in zip(variants, patched)]
+    approx = [{"kind": "attribution", **r, "metric": "normalized_logit_diff"}
+              for r in _attribution_rows(model, attribution(model, pair, clean, corrupt), ld_clean - ld_corrupt)]
+    heads = lambda rows: [r["value"] for r in rows if r["component"] == "z" and r["position"] == -1]  # noqa: E731
+    agree = agreement(heads(exact), heads(approx))
+    rows += exact + approx
+    rows += [{"kind": "agreement", **_where("z", -1), "metric": m, "value": v} for m, v in agree.items()]
+    return rows

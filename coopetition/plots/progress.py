@@ -1,0 +1,93 @@
+"""Progress measures per head over training (lines; dropdown over evaluators) and mean attention patterns per head
+(heatmaps; slider over checkpoints; one file per evaluator)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from coopetition.plots.common import evaluator_menu, head_colour, preferred, step_axis
+from coopetition.plots.patching import token_names
+
+CAPTION = ("Per-head progress measures over training. First layer (code layer 0): previous-token score and "
+           "label-token attention to its exemplar vs to itself. Last layer: induction strength (query to correct "
+           "label minus other label; on Flip > 0 is ICL, < 0 CIWL), direct logit attribution to the correct label "
+           "(dashed: the embeddings' direct path), "
+           "and copy score (does the head's OV circuit write the label it attends to). Pick the evaluator.")
+CAPTION_ATTENTION = "Mean attention pattern of every head (rows: query token, columns: key token); slider: checkpoint."
+PANELS = (("prev_token_score", "first"), ("label_to_prev", "first"), ("label_to_self", "first"),
+          ("induction_strength", "last"), ("dla", "last"), ("copy_score", "last"))
+
+
+def figure(table: pd.DataFrame) -> go.Figure:
+    evaluators = list(table["evaluator"].unique())
+    last = int(table["layer"].max())
+    titles = [f"{m} (layer {0 if w == 'first' else last})" for m, w in PANELS]
+    fig = make_subplots(rows=3, cols=2, subplot_titles=[titles[i] for i in (0, 3, 1, 4, 2, 5)],
+                        vertical_spacing=0.1)
+    places = {0: (1, 1), 1: (2, 1), 2: (3, 1), 3: (1, 2), 4: (2, 2), 5: (3, 2)}
+    shown = preferred(evaluators)
+    owners = []
+    for e_index, evaluator in enumerate(evaluators):
+        for p_index, (measure, which) in enumerate(PANELS):
+            layer = 0 if which == "first" else last
+            rows = table[(table["evaluator"] == evaluator) & (table["measure"] == measure) & (table["layer"] == layer)]
+            for head, s in rows.groupby("head"):
+                s = s.sort_values("step")
+                fig.add_trace(go.Scatter(x=s["step"], y=s["value"], mode="lines+markers", marker=dict(size=4),
+                                         name=f"L{layer}H{head}", legendgroup=f"L{layer}H{head}",
+                                         showlegend=p_index in (0, 3), visible=e_index == shown,
+                                         line=dict(color=head_colour(int(head))),
+                                         hovertemplate=f"L{layer}H{head}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>"),
+                              *places[p_index])
+                owners.append(e_index)
+            direct = table[(table["evaluator"] == evaluator) & (table["measure"] == measure) & (table["layer"] < 0)]
+            if measure == "dla" and len(direct):
+                direct = direct.sort_values("step")
+                fig.add_trace(go.Scatter(x=direct["step"], y=direct["value"], mode="lines", name="embeddings (direct)",
+                                         line=dict(color="black", dash="dash"), visible=e_index == shown,
+                                         showlegend=e_index == shown,
+                                         hovertemplate="direct path<br>step %{x}<br>%{y:.3f}<extra></extra>"),
+                              *places[p_index])
+                owners.append(e_index)
+    fig.update_xaxes(title_text="step", row=3)
+    fig.update_layout(title="Progress measures per head (evaluator: menu)", template="plotly_white", height=950,
+                      updatemenus=[evaluator_menu(evaluators, [[o == i for o in owners]
+                                                               for i in range(len(evaluators))], active=shown,
+                                                  y=1.04)])
+    return fig
+
+
+def attention_figure(table: pd.DataFrame, evaluator: str) -> go.Figure:
+    rows = table[table["evaluator"] == evaluator]
+    steps = step_axis(rows)
+    n_layers, n_heads = int(rows["layer"].max()) + 1, int(rows["head"].max()) + 1
+    n_pos = int(rows["query_pos"].max()) + 1
+    tokens = token_names(n_pos)
+    grid = np.full((len(steps), n_layers, n_heads, n_pos, n_pos), np.nan)  # NaN above the causal diagonal
+    step_index = {s: i for i, s in enumerate(steps)}
+    grid[rows["step"].map(step_index).to_numpy(), rows["layer"].to_numpy(), rows["head"].to_numpy(),
+         rows["query_pos"].to_numpy(), rows["key_pos"].to_numpy()] = rows["value"].to_numpy()
+    fig = make_subplots(rows=n_layers, cols=n_heads, horizontal_spacing=0.02, vertical_spacing=0.08,
+                        subplot_titles=[f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)])
+    owners, traces, places_r, places_c = [], [], [], []
+    for s_index in range(len(steps)):
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                traces.append(go.Heatmap(z=grid[s_index, layer, head], x=tokens, y=tokens, zmin=0, zmax=1,
+                                         colorscale="Blues", showscale=False, visible=s_index == len(steps) - 1,
+                                         hovertemplate="%{y} → %{x}<br>%{z:.3f}<extra></extra>"))
+                places_r.append(layer + 1)
+                places_c.append(head + 1)
+                owners.append(s_index)
+    fig.add_traces(traces, rows=places_r, cols=places_c)
+    sliders = [dict(active=len(steps) - 1, currentvalue=dict(prefix="step "), pad=dict(t=30),
+                    steps=[dict(label=str(step), method="restyle", args=[{"visible": [o == i for o in owners]}])
+                           for i, step in enumerate(steps)])]
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=f"Mean attention per head on {evaluator} (query row → key column)",
+                      template="plotly_white", sliders=sliders, height=260 * n_layers + 160,
+                      width=max(800, 150 * n_heads))
+    return fig

@@ -1,0 +1,46 @@
+"""C25 Fig 1b: in-context accuracy (and loss) of every evaluator over training, with the detected events."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from coopetition.analysis.strategies import EVENTS
+from coopetition.plots.common import colour
+
+CAPTION = ("Evaluator curves from the run's eval log: in-context accuracy (IWL: full-vocabulary accuracy) and loss. "
+           "Markers: ICL peak (Flip maximum), ICL-eval peak, and the ICL/CIWL crossover (Flip falls below 0.5).")
+EVENT_STYLE = {"icl_peak": ("ICL peak", "#d62728", "top center"),
+               "icl_eval_peak": ("ICL-eval peak", "#1f77b4", "top right"),
+               "crossover": ("ICL/CIWL crossover", "#ff7f0e", "bottom right")}
+
+
+def figure(table: pd.DataFrame) -> go.Figure:
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=("in-context accuracy (IWL: acc)", "loss"))
+    curves = table[~table["metric"].isin(EVENTS)]
+    for evaluator in curves["evaluator"].unique():
+        metric = "acc" if evaluator == "iwl" else "in_context_acc"
+        for row, m in ((1, metric), (2, "loss")):
+            s = curves[(curves["evaluator"] == evaluator) & (curves["metric"] == m)].sort_values("step")
+            fig.add_trace(go.Scatter(x=s["step"], y=s["value"], mode="lines", name=evaluator, legendgroup=evaluator,
+                                     showlegend=row == 1, line=dict(color=colour(evaluator)),
+                                     customdata=s["sequences"],
+                                     hovertemplate="step %{x}<br>%{customdata} sequences<br>%{y:.3f}"), row, 1)
+    fig.add_hline(y=0.5, line=dict(dash="dash", color="grey"), row=1, col=1)
+    for _, event in table[table["metric"].isin(EVENTS)].iterrows():
+        label, tint, place = EVENT_STYLE[event["metric"]]
+        fig.add_vline(x=event["step"], line=dict(dash="dot", color=tint))
+        fig.add_trace(go.Scatter(x=[event["step"]], y=[event["value"]], mode="markers+text", text=[label],
+                                 textposition=place, marker=dict(size=10, color=tint, symbol="diamond"),
+                                 name=label, hovertemplate=f"{label}<br>step %{{x}}<extra></extra>"), 1, 1)
+    fig.update_yaxes(range=[-0.02, 1.08], row=1, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(title="Strategies over training", height=700, template="plotly_white",
+                      updatemenus=[dict(type="buttons", direction="left", x=1.0, xanchor="right", y=1.08,
+                                        buttons=[dict(label="linear x", method="relayout",
+                                                      args=[{"xaxis.type": "linear", "xaxis2.type": "linear"}]),
+                                                 dict(label="log x", method="relayout",
+                                                      args=[{"xaxis.type": "log", "xaxis2.type": "log"}])])])
+    return fig

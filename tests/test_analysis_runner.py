@@ -1,0 +1,125 @@
+"""``analyze`` end to end on a tiny trained run: every table and figure, tidy columns, and one-line CLI errors."""
+
+import pandas as pd
+import pytest
+
+from coopetition.analysis.config import AnalysisConfig
+from coopetition.analysis.runner import TABLES, SelectionWarning, analyze
+from coopetition.cli import main
+from coopetition.train.loop import train
+from tests.conftest import tiny_run_config
+
+pytestmark = pytest.mark.e2e
+
+SMALL = dict(n_seqs=24, patch_seqs=12, probe_seqs=48, probe_steps=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("analyze") / "run"
+    train(tiny_run_config(steps=20, checkpoint_schedule="every:10", eval_schedule="every:5"), path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("analysis")
+    return analyze(tiny_run, "0:", AnalysisConfig(**SMALL), out, progress_bar=False)
+
+
+def test_every_table_is_tidy_with_a_step_column(analysed):
+    assert set(analysed.tables) == set(TABLES)
+    for name, columns in TABLES.items():
+        frame = pd.read_csv(analysed.tables[name])
+        assert list(frame.columns) == columns and len(frame), name
+        assert set(frame["step"]) <= {0, 5, 10, 15, 20}
+    ablation = pd.read_csv(analysed.tables["ablation"])
+    assert set(ablation["step"]) == {0, 10, 20}
+    assert set(ablation["evaluator"]) == {"train", "icl", "flip", "ciwl", "iwl"}
+    patching = pd.read_csv(analysed.tables["patching"])
+    assert set(patching["pair"]) == {"flip_vs_train", "icl_swap", "ciwl_vs_iwl"}
+    final = patching.query("kind == 'exact' and component == 'resid' and layer == 2 and position == 4")["value"]
+    assert final.dropna().round(4).eq(1.0).all()  # the final residual at the query carries the whole answer
+
+
+def test_clean_pass_matches_the_training_eval_log(analysed, tiny_run):
+    ablation = pd.read_csv(analysed.tables["ablation"]).query("method == 'clean' and metric == 'in_context_acc'")
+    log = pd.read_csv(tiny_run / "eval.csv").query("metric == 'in_context_acc'")
+    # the eval log scores all 64 sequences, the analysis the first 24: compare on the final checkpoint loosely
+    ours = ablation.query("step == 20").set_index("evaluator")["value"]
+    theirs = log.query("step == 20").set_index("evaluator")["value"]
+    assert (ours - theirs).abs().max() < 0.3
+
+
+def test_every_figure_and_the_index_are_written(analysed):
+    out = analysed.out_dir
+    expected = {"strategies.html", "ablation.html", "patching_positions.html", "patching_heads.html",
+                "patching_attribution.html", "probes.html", "progress.html", "index.html"}
+    assert expected <= set(analysed.figures)
+    index = (out / "index.html").read_text()
+    for name in analysed.figures:
+        if name != "index.html":
+            assert f'href="{name}"' in index
+            assert 'src="plotly.min.js"' in (out / name).read_text()
+    assert (out / "plotly.min.js").stat().st_size > 1_000_000
+
+
+def test_snapping_and_a_stride(tiny_run, tmp_path):
+    with pytest.warns(SelectionWarning, match="step 12"):
+        result = analyze(tiny_run, "12,0:20:2", AnalysisConfig(analyses=("strategies", "progress"), **SMALL),
+                         tmp_path, progress_bar=False)
+    assert result.steps == (0, 10, 20)
+    assert set(pd.read_csv(result.tables["progress"])["step"]) == {0, 10, 20}
+
+
+def test_cli_analyze(tiny_run, tmp_path, capsys):
+    code = main(["analyze", str(tiny_run), "--checkpoint-range", "-2:", "--analyses", "strategies,progress",
+                    "--evaluators", "flip,ciwl", "--out", str(tmp_path / "a"), "--no-progress"])
+    assert code == 0 and "index.html" in capsys.readouterr().out
+    progress = pd.read_csv(tmp_path / "a" / "progress.csv")
+    assert set(progress["evaluator"]) == {"flip", "ciwl"} and set(progress["step"]) == {10, 20}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["/no/such/run", "--checkpoint-range", "0:"], "does not exist"),
+    (["RUN", "--checkpoint-range", "0:x"], "not an integer"),
+    (["RUN", "--checkpoint-range", "100:200"], "selects no checkpoint"),
+    (["RUN", "--checkpoint-range", "0:", "--analyses", "ablation,nope"], "unknown analysis 'nope'"),
+    (["RUN", "--checkpoint-range", "0:", "--evaluators", "flip,bogus"], "unknown evaluator 'bogus'"),
+    (["RUN", "--checkpoint-range", "0:", "--n-seqs", "0"], "n_seqs"),
+])
+def test_bad_input_is_one_line_and_exit_2(tiny_run, tmp_path, capsys, argv, message):
+    argv = [str(tiny_run) if a == "RUN" else a for a in argv]
+    assert main(["analyze", *argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=20000"]
+
+
+def rendered_plots(page, profile) -> int:
+    """How many Plotly plots Chromium drew on ``page`` (offline, fresh profile): count of ``main-svg`` layers."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip("chromium is not installed")
+    result = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+                            capture_output=True, text=True, timeout=180)
+    return result.stdout.count('class="main-svg"')
+
+
+@pytest.mark.parametrize("page", ["index.html", "ablation.html"])
+def test_pages_render_offline_in_headless_chromium(analysed, tmp_path, page):
+    assert rendered_plots(analysed.out_dir / page, tmp_path / "profile") >= 1
+
+
+@pytest.mark.slow
+def test_every_page_renders_offline_in_headless_chromium(analysed, tmp_path):
+    for index, page in enumerate(sorted(analysed.figures)):
+        assert rendered_plots(analysed.out_dir / page, tmp_path / f"profile{index}") >= 1, page
