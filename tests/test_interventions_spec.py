@@ -107,3 +107,14 @@ def test_adding_an_intervention_is_adding_one_class():
         assert torch.equal(intervene(("test_negate",), model)(exemplars, labels), -model(exemplars, labels))
     finally:
         del REGISTRY["test_negate"]
+
+
+@pytest.mark.parametrize("spec, message", [("ablate:3:9", "head 3:9 does not exist"),
+                                           ("induction:1:3:2", "strength must be in [0, 1]")])
+def test_cli_rejects_a_bad_spec_with_one_line_and_exit_code_2(tmp_path, capsys, spec, message):
+    from coopetition.cli import main
+
+    code = main(["train", "--preset", "quick", "--run-dir", str(tmp_path / "run"), "--set", f'interventions=["{spec}"]'])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

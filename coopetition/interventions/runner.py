@@ -86,13 +86,6 @@ class Intervened:
             logits = edit.edit_logits(logits, inputs)
         return logits, activations
 
-    def train(self, mode: bool = True) -> "Intervened":
-        self.network.train(mode)
-        return self
-
-    def eval(self) -> "Intervened":
-        return self.train(False)
-
 
 def intervene(specs: Sequence[str], model: ICLTransformer, bank_fingerprint: str | None = None) -> Intervened:
     """Parse and validate ``specs`` against ``model``, load graft sources (checking architecture and bank), and
