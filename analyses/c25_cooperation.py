@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(pd.read_csv(args.out / "eval.csv"))
     write_table(summary, args.out / "summary.csv")
     fig = line_figure(pd.read_csv(args.out / "eval.csv"), "icl", "loss", "ICL-only training: ICL-eval loss",
-                      x="step", hlines={"ln 2": LN2, "ln 2 / 2": THRESHOLD}, y_range=[0, 3])
+                      x="step", hlines={"ln 2": LN2, "ln 2 / 2": THRESHOLD}, y_range=[0, 8])
     write_figure(fig, args.out / "icl_loss.html")
     print(summary.to_string(index=False))
     return 0

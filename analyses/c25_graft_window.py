@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     write_table(summary, args.out / "summary.csv")
 
     write_figure(line_figure(table, "icl", "loss", "ICL-only training with layer 1 grafted from CIWL-only checkpoints",
-                             x="step", hlines={"ln 2": LN2, "ln 2 / 2": THRESHOLD}, y_range=[0, 3]),
+                             x="step", hlines={"ln 2": LN2, "ln 2 / 2": THRESHOLD}, y_range=[0, 8]),
                  args.out / "icl_loss.html")
     summary = pd.read_csv(args.out / "summary.csv")
     grafts = summary[summary.source_step >= 0]

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from itertools import cycle
 from pathlib import Path
 
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,18 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     flip = table[(table.evaluator == "flip") & (table.metric == "in_context_acc")]
     summary = (flip[flip.run != "ciwl_only"].sort_values("step").groupby("run")
                .agg(source_step=("source_step", "first"), peak_flip=("value", "max"), final_flip=("value", "last"))
-               .reset_index())
+               .reset_index().sort_values("source_step"))
     summary["icl_appeared"] = summary.peak_flip > 0.5
     write_table(summary, args.out / "summary.csv")
 
     fig = go.Figure()
-    for name, part in flip.groupby("run", sort=False):
+    for (name, part), colour in zip(flip.groupby("run", sort=False), cycle(px.colors.qualitative.Plotly)):
         part = part.sort_values("total_step")
-        dash = "dot" if name == "ciwl_only" else "solid"
-        fig.add_trace(go.Scatter(x=part.total_step, y=part.value, mode="lines", name=name, line_dash=dash))
-        if name != "ciwl_only":
+        if name == "ciwl_only":
+            colour = "black"
+        fig.add_trace(go.Scatter(x=part.total_step, y=part.value, mode="lines", name=name, line_color=colour,
+                                 line_dash="dot" if name == "ciwl_only" else "solid"))
+        if name != "ciwl_only":  # a dot at the starting point, as in the paper
             fig.add_trace(go.Scatter(x=part.total_step[:1], y=part.value[:1], mode="markers", showlegend=False,
-                                     marker_size=9))
+                                     marker=dict(size=9, color=colour)))
     fig.add_hline(y=0.5, line_dash="dot", annotation_text="chance")
     fig.update_layout(title="Flip-eval in-context accuracy after initialising from CIWL-only checkpoints",
                       xaxis_title="total steps (CIWL-only + bursty)", yaxis_title="flip in-context acc",
