@@ -4,7 +4,6 @@
     python bench/explore.py show RUN_DIR [RUN_DIR ...]
 """
 
-import json
 import sys
 from pathlib import Path
 

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 
 from coopetition.errors import ConfigError
-from coopetition.interventions.base import (HeadRef, Hook, Inputs, Intervention, check_heads, expect_args,
-                                            heads_by_layer, parse_number, split_heads)
+from coopetition.interventions.base import (HeadRef, HeadsAndNumberIntervention, HeadsIntervention, Hook, Inputs,
+                                            Intervention, check_heads, expect_args,
+                                            heads_by_layer, split_heads)
 from coopetition.model.config import ModelConfig
 
 PRESERVABLE = ("patterns", "queries", "keys", "values")
@@ -48,22 +49,11 @@ def label_rows(n_pos: int, device: torch.device) -> Tensor:
 
 
 @dataclass(frozen=True)
-class Ablate(Intervention):
+class Ablate(HeadsIntervention):
     """Zero the listed heads' value vectors at every position, so each writes exactly nothing (C25's ablation)."""
 
     name: ClassVar[str] = "ablate"
     usage: ClassVar[str] = "ablate:LAYER:HEAD[,LAYER:HEAD...]  (HEAD may be *)"
-    heads: tuple[HeadRef, ...]
-
-    @classmethod
-    def parse(cls, args: str) -> "Ablate":
-        heads, rest = split_heads(args)
-        expect_args(rest, 0, "only heads")
-        return cls(heads)
-
-    def validate(self, model: ModelConfig) -> None:
-        check_heads(self.heads, model)
-
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
         hooks = []
         for layer, layer_heads in heads_by_layer(self.heads, model.n_heads).items():
@@ -141,25 +131,16 @@ class AblateEmbedding(Intervention):
 
 
 @dataclass(frozen=True)
-class Temperature(Intervention):
+class Temperature(HeadsAndNumberIntervention):
     """Divide the listed heads' attention logits by ``temperature`` (> 0) before the softmax. Applied to the
     logits of the pass itself (the reference used the clean pass's; they agree unless something upstream changed),
     so gradients still flow through the head's queries and keys."""
 
     name: ClassVar[str] = "temperature"
     usage: ClassVar[str] = "temperature:LAYER:HEAD[,LAYER:HEAD...]:T  (T > 0)"
-    heads: tuple[HeadRef, ...]
+    number_name: ClassVar[str] = "temperature"
+    number_bounds: ClassVar[tuple[float, float, bool]] = (0.0, 1e6, True)
     temperature: float
-
-    @classmethod
-    def parse(cls, args: str) -> "Temperature":
-        heads, rest = split_heads(args)
-        if len(rest) != 1:
-            raise ConfigError("expected one temperature after the heads")
-        return cls(heads, parse_number(rest[0], "temperature", 0.0, 1e6, lo_open=True))
-
-    def validate(self, model: ModelConfig) -> None:
-        check_heads(self.heads, model)
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
         hooks = []
@@ -201,23 +182,12 @@ class NoPrevToken(Intervention):
 
 
 @dataclass(frozen=True)
-class Silence(Intervention):
+class Silence(HeadsIntervention):
     """The listed heads may attend from the query only to label tokens (not to exemplars or itself): the
     reference's ``final_layer_silence_non_label_attn``, here for heads of any layer."""
 
     name: ClassVar[str] = "silence"
     usage: ClassVar[str] = "silence:LAYER:HEAD[,LAYER:HEAD...]"
-    heads: tuple[HeadRef, ...]
-
-    @classmethod
-    def parse(cls, args: str) -> "Silence":
-        heads, rest = split_heads(args)
-        expect_args(rest, 0, "only heads")
-        return cls(heads)
-
-    def validate(self, model: ModelConfig) -> None:
-        check_heads(self.heads, model)
-
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
         def barred(n_pos: int, device: torch.device) -> Tensor:
             mask = torch.zeros(n_pos, n_pos, dtype=torch.bool, device=device)

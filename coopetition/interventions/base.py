@@ -162,3 +162,40 @@ def parse_number(text: str, what: str, lo: float, hi: float, lo_open: bool = Fal
 def expect_args(rest: list[str], allowed: int, usage_hint: str) -> None:
     if len(rest) > allowed:
         raise ConfigError(f"unexpected extra field(s) {':'.join(rest[allowed:])!r}; expected {usage_hint}")
+
+
+@dataclass(frozen=True)
+class HeadsIntervention(Intervention):
+    """A spec that is a head list and nothing else (``ablate``, ``silence``): shared parse and check."""
+
+    heads: tuple[HeadRef, ...]
+
+    @classmethod
+    def parse(cls, args: str) -> "HeadsIntervention":
+        heads, rest = split_heads(args)
+        expect_args(rest, 0, "only heads")
+        return cls(heads)
+
+    def validate(self, model: ModelConfig) -> None:
+        check_heads(self.heads, model)
+
+
+@dataclass(frozen=True)
+class HeadsAndNumberIntervention(Intervention):
+    """A head list plus one bounded number (a strength or a temperature), declared by the subclass as its second
+    field; ``number_name``/``number_bounds`` say what it is called and its range ``(lo, hi, lo_open)``."""
+
+    number_name: ClassVar[str] = ""
+    number_bounds: ClassVar[tuple[float, float, bool]] = (0.0, 1.0, False)
+    heads: tuple[HeadRef, ...]
+
+    @classmethod
+    def parse(cls, args: str) -> "HeadsAndNumberIntervention":
+        heads, rest = split_heads(args)
+        if len(rest) != 1:
+            raise ConfigError(f"expected one {cls.number_name} after the heads")
+        lo, hi, lo_open = cls.number_bounds
+        return cls(heads, parse_number(rest[0], cls.number_name, lo, hi, lo_open=lo_open))
+
+    def validate(self, model: ModelConfig) -> None:
+        check_heads(self.heads, model)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from coopetition.errors import ConfigError
 from coopetition.interventions.attention import label_rows, head_mask
-from coopetition.interventions.base import (HeadRef, Hook, Inputs, Intervention, check_heads, expect_args,
+from coopetition.interventions.base import (HeadRef, HeadsAndNumberIntervention, Hook, Inputs, Intervention, check_heads, expect_args,
                                             heads_by_layer, parse_number, split_heads)
 from coopetition.model.config import ModelConfig
 
@@ -62,25 +62,16 @@ def induction_weights(context_labels: Tensor, target: Tensor, strength: float) -
 
 
 @dataclass(frozen=True)
-class Induction(Intervention):
+class Induction(HeadsAndNumberIntervention):
     """Clamp the listed heads' query row to an induction pattern of strength s: s on the label tokens that equal
     the target, 1 - s on the other label tokens, nothing on exemplars or the query. The plotted "induction
     strength" (attention to the correct label minus the wrong one) is 2s - 1 with two context pairs."""
 
     name: ClassVar[str] = "induction"
     usage: ClassVar[str] = "induction:LAYER:HEAD[,LAYER:HEAD...]:S  (S in [0, 1])"
-    heads: tuple[HeadRef, ...]
+    number_name: ClassVar[str] = "strength"
+    number_bounds: ClassVar[tuple[float, float, bool]] = (0.0, 1.0, False)
     strength: float
-
-    @classmethod
-    def parse(cls, args: str) -> "Induction":
-        heads, rest = split_heads(args)
-        if len(rest) != 1:
-            raise ConfigError("expected one strength after the heads")
-        return cls(heads, parse_number(rest[0], "strength", 0.0, 1.0))
-
-    def validate(self, model: ModelConfig) -> None:
-        check_heads(self.heads, model)
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
         target = inputs.need_target(f"{self.name}")
@@ -89,24 +80,15 @@ class Induction(Intervention):
 
 
 @dataclass(frozen=True)
-class Match(Intervention):
+class Match(HeadsAndNumberIntervention):
     """Clamp the listed heads' query row to attend to the label after each context exemplar, weighted by the
     cosine similarity of the raw exemplar vectors to the query: argmax at temperature 0, else softmax(sim / T)."""
 
     name: ClassVar[str] = "match"
     usage: ClassVar[str] = "match:LAYER:HEAD[,LAYER:HEAD...]:T  (T >= 0; 0 = hard max)"
-    heads: tuple[HeadRef, ...]
+    number_name: ClassVar[str] = "temperature"
+    number_bounds: ClassVar[tuple[float, float, bool]] = (0.0, 1e6, False)
     temperature: float
-
-    @classmethod
-    def parse(cls, args: str) -> "Match":
-        heads, rest = split_heads(args)
-        if len(rest) != 1:
-            raise ConfigError("expected one temperature after the heads")
-        return cls(heads, parse_number(rest[0], "temperature", 0.0, 1e6))
-
-    def validate(self, model: ModelConfig) -> None:
-        check_heads(self.heads, model)
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
         x = F.normalize(inputs.exemplars.float(), dim=-1)
