@@ -2,7 +2,7 @@
 
     python bench/train_speed.py [PRESET] [STEPS] [THREADS]
 
-Times the training step alone (sampling, forward, backward, Adam) and one full evaluation, then projects the
+Times the trainer's own step (``coopetition.train.step.TrainStep``: sampling, forward, backward, Adam) and one full evaluation, then projects the
 preset's wall time from its schedule. Nothing is written to disk.
 """
 
@@ -11,12 +11,12 @@ import time
 
 import torch
 
+from coopetition.interventions import intervene
 from coopetition.presets import get_preset
-from coopetition.task.metrics import query_loss
-from coopetition.task.sampler import gather_features, sample_mixture
 from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.schedule import schedule_steps
 from coopetition.train.setup import derive_sizes, eval_sets_for, load_run_bank, model_for, training_pool
+from coopetition.train.step import TrainStep, make_optimizer
 
 
 def main() -> None:
@@ -27,16 +27,12 @@ def main() -> None:
     bank = load_run_bank(config)
     pool, sizes = training_pool(config, bank), derive_sizes(config, bank)
     model = model_for(config, sizes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    gen = torch.Generator().manual_seed(0)
-    specs, weights = list(config.task.mixture), list(config.task.mixture_weights)
-
-    def step() -> None:
-        batch = sample_mixture(specs, weights, pool, config.train.batch_size, gen)
-        loss = query_loss(model(gather_features(bank.features, batch), batch.context_labels), batch.target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    forward = intervene(config.interventions, model)
+    params = forward.trainable_parameters()
+    step = TrainStep(forward, make_optimizer(params, config.train.lr, config.train.fused_adam), params, bank.features,
+                     pool, config.task.mixture, config.task.mixture_weights, config.train.batch_size,
+                     torch.Generator().manual_seed(0), config.train.weight_decay, config.train.weight_decay_form,
+                     config.train.amp)
 
     for _ in range(20):
         step()

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from jaxtyping import Float
+from safetensors import SafetensorError
 from torch import Tensor
 
 from coopetition.errors import ConfigError, DataError
 
 SYNTHETIC = "synthetic"
 DEFAULT_H5_DATASET = "resnet18/224/feat"
+MAX_SYNTHETIC = 4 * 10**9  # floats (16 GB); C25's bank is 1.3e8
 
 
 @dataclass(frozen=True)
@@ -46,21 +48,33 @@ class BankConfig:
     array_key: str | None = None
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"bank.seed must be in [0, 2**32), got {self.seed}")
+        if not self.source:
+            raise ConfigError("bank.source is empty; use 'synthetic' or a file path")
         if self.source == SYNTHETIC:
             for name in ("classes", "exemplars", "dim"):
                 if getattr(self, name) < 1:
                     raise ConfigError(f"bank.{name} must be >= 1, got {getattr(self, name)}")
+            if self.classes * self.exemplars * self.dim > MAX_SYNTHETIC:
+                raise ConfigError(f"bank {self.classes} x {self.exemplars} x {self.dim} exceeds {MAX_SYNTHETIC:.0e} "
+                                  f"floats (a typo?)")
             if self.prototype_rank is not None and self.prototype_rank < 1:
                 raise ConfigError(f"bank.prototype_rank must be >= 1 or null, got {self.prototype_rank}")
             if self.classes < 3:
                 raise ConfigError(f"bank.classes must be >= 3 (query, distractor and one more), got {self.classes}")
             for name in ("within_class_noise", "shared_scale"):
-                if not getattr(self, name) >= 0:
-                    raise ConfigError(f"bank.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("class_split", "exemplar_split"):
+                if not 0 <= getattr(self, name) < float("inf"):
+                    raise ConfigError(f"bank.{name} must be finite and >= 0, got {getattr(self, name)}")
+        for name, size in (("class_split", self.classes), ("exemplar_split", self.exemplars)):
             split = getattr(self, name)
             if split is not None and (len(split) != 3 or min(split) < 0):
                 raise ConfigError(f"bank.{name} must be three non-negative ints (train, val, test), got {split}")
+            if split is not None and self.source == SYNTHETIC and sum(split) != size:
+                axis = name.split("_")[0]
+                raise ConfigError(f"bank.{name} {tuple(split)} must sum to bank.{axis}es = {size}"
+                                  if axis == "class" else
+                                  f"bank.{name} {tuple(split)} must sum to bank.exemplars = {size}")
 
 
 @dataclass(frozen=True)
@@ -163,9 +177,17 @@ def _read_array(path: Path, config: BankConfig) -> Tensor:
             array = _read_h5(path, config.h5_dataset)
         else:
             raise DataError(f"unsupported bank file type {suffix!r} ({path}); use .npy, .npz, .safetensors or .h5")
-    except (ValueError, OSError, KeyError) as err:
-        raise DataError(f"cannot read exemplar bank {path}: {err}") from None
-    return torch.from_numpy(np.asarray(array, dtype=np.float32))
+    except (ValueError, OSError, KeyError, SafetensorError) as err:  # a pickle is a ValueError: never unpickled
+        raise DataError(f"cannot read exemplar bank {path}: {_first_line(err)}") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise DataError(f"exemplar bank {path} must hold a numeric array, got {getattr(array, 'dtype', type(array))}")
+    with np.errstate(over="ignore"):  # out-of-range values become inf, which _check_features reports
+        return torch.from_numpy(np.asarray(array, dtype=np.float32))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _only_key(keys: list[str], path: Path) -> str:

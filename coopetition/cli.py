@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from coopetition.errors import ConfigError, CoopetitionError
+from coopetition.errors import ConfigError, CoopetitionError, CoopetitionWarning
 
 # Flags that set one config field each (the full set is reachable with --set section.field=value).
 SHORTCUTS: dict[str, tuple[str, type]] = {
@@ -36,7 +36,12 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (and exit 2) rather than the usage block."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def one_line(message: str) -> str:
+    """Control characters from user input (a newline in a value) are escaped, so an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,13 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     train = sub.add_parser("train", help="train a model with dense checkpoints and the strategy evaluators")
-    train.add_argument("--run-dir", type=Path, required=True, help="where the run is written")
+    train.add_argument("--run-dir", type=Path, help="where the run is written (required unless --resume RUN)")
     source = train.add_mutually_exclusive_group()
     source.add_argument("--preset", help="named config (see `coopetition presets`); default: quick")
     source.add_argument("--config", type=Path, help="TOML or JSON config file (sections as in config.json)")
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace an existing run dir")
-    mode.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    mode.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
+                      help="continue RUN (or --run-dir) from its last complete checkpoint, optimizer and RNG state")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override any config field, e.g. --set task.mixture.0.burstiness=2 (repeatable)")
     for flag, (path, kind) in SHORTCUTS.items():
@@ -66,9 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     presets.set_defaults(func=run_presets)
 
     from coopetition.analysis import cli as analysis_cli
+    from coopetition.sweep import cli as sweep_cli
     from coopetition.toy import cli as toy_cli
 
     analysis_cli.add_parser(sub)
+    sweep_cli.add_parser(sub)
     toy_cli.add_parser(sub)
     return parser
 
@@ -95,6 +103,12 @@ def resolve_config(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     from coopetition.train.loop import resume_config, train
 
+    if isinstance(args.resume, str):  # --resume RUN
+        if args.run_dir is not None and args.run_dir != Path(args.resume):
+            raise ConfigError(f"--resume {args.resume} and --run-dir {args.run_dir} name different runs")
+        args.run_dir, args.resume = Path(args.resume), True
+    if args.run_dir is None:
+        raise ConfigError("the following arguments are required: --run-dir (or --resume RUN)")
     if args.resume:
         given = [f for f in SHORTCUTS if getattr(args, f) is not None] + (["set"] if args.overrides else [])
         given += ["intervene"] * bool(args.intervene) + ["init-from"] * bool(args.init_from)
@@ -123,18 +137,34 @@ def run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line_warnings(show):
+    """Our own warnings (a skipped corrupt checkpoint, a resume fallback) print as one line; others as usual."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CoopetitionWarning):
+            print(f"coopetition: warning: {one_line(str(message))}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
+    show = warnings.showwarning
+    warnings.showwarning = _one_line_warnings(show)
     try:
         return args.func(args)
     except CoopetitionError as err:
-        print(f"coopetition: error: {err}", file=sys.stderr)
+        print(f"coopetition: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("coopetition: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ class RunConfig:
         if n_tokens > self.model.max_seq_len:
             raise ConfigError(f"context_len {self.task.context_len} needs {n_tokens} tokens "
                               f"> model.max_seq_len {self.model.max_seq_len}")
+        longest = max(spec.sequence.context_len for spec in self.eval.evaluators())
+        if 2 * longest + 1 > self.model.max_seq_len:
+            raise ConfigError(f"eval.suite {self.eval.suite!r} has context_len {longest}, which needs "
+                              f"{2 * longest + 1} tokens > model.max_seq_len {self.model.max_seq_len}")
         from coopetition.interventions import validate_specs  # the package needs this module: import late
 
         validate_specs(self.interventions, self.model)
@@ -48,12 +52,33 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+class _NotAnInt:
+    """What a bool becomes in an int field, so dacite reports it as a wrong type (JSON ``true`` is not 1)."""
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
 def _int_to_float(value: Any) -> Any:
     """Let ``lr = 1`` mean 1.0 (TOML/JSON ints for float fields); anything else is left for dacite to reject."""
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, bool):
+        return _NotAnInt(value)
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            return _NotAnInt(value)
+    return value
 
 
-_DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: _int_to_float})
+def _no_bool(value: Any) -> Any:
+    return _NotAnInt(value) if isinstance(value, bool) else value
+
+
+_DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: _int_to_float, int: _no_bool})
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
@@ -64,9 +89,16 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         raise ConfigError(f"unknown config key(s): {', '.join(sorted(err.keys))}") from None
     except dacite.WrongTypeError as err:
         raise ConfigError(f"config field {err.field_path} must be {_type_name(err.field_type)}, "
-                          f"got {err.value!r}") from None
+                          f"got {_short(err.value)}") from None
     except dacite.DaciteError as err:
-        raise ConfigError(f"bad config: {err}") from None
+        raise ConfigError(f"bad config: {_short(err, 200)}") from None
+    except (TypeError, AttributeError, ValueError) as err:  # a section that is a list, a table for a tuple ...
+        raise ConfigError(f"bad config: a section or field has the wrong shape ({_short(err, 120)})") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = " ".join(repr(value).split()) if not isinstance(value, BaseException) else " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _type_name(tp: Any) -> str:

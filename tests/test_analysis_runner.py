@@ -1,11 +1,15 @@
 """``analyze`` end to end on a tiny trained run: every table and figure, tidy columns, and one-line CLI errors."""
 
+import os
+
 import pandas as pd
 import pytest
+import torch
 
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.runner import TABLES, SelectionWarning, analyze
 from coopetition.cli import main
+from coopetition.errors import ConfigError
 from coopetition.train.loop import train
 from tests.conftest import tiny_run_config
 
@@ -62,6 +66,31 @@ def test_every_figure_and_the_index_are_written(analysed):
             assert f'href="{name}"' in index
             assert 'src="plotly.min.js"' in (out / name).read_text()
     assert (out / "plotly.min.js").stat().st_size > 1_000_000
+
+
+def test_worker_processes_give_the_same_tables(tiny_run, analysed, tmp_path):
+    config = AnalysisConfig(analyses=("ablation", "patching", "progress"), workers=2, **SMALL)
+    parallel = analyze(tiny_run, "0:", config, tmp_path, progress_bar=False)
+    for name in ("ablation", "patching", "progress", "progress_attention"):
+        assert pd.read_csv(parallel.tables[name]).equals(pd.read_csv(analysed.tables[name])), name
+
+
+def test_worker_count():
+    assert AnalysisConfig(workers=3).n_workers(2) == 2
+    assert AnalysisConfig(workers=None).n_workers(3) == 1  # too few checkpoints to pay for starting a worker
+    assert AnalysisConfig(workers=None).n_workers(1000) == os.cpu_count()
+    with pytest.raises(ConfigError, match="workers"):
+        AnalysisConfig(workers=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_gives_the_cpu_tables(tiny_run, analysed, tmp_path):
+    config = AnalysisConfig(analyses=("ablation", "patching", "progress"), device="cuda", **SMALL)
+    on_gpu = analyze(tiny_run, "0:", config, tmp_path, progress_bar=False)
+    for name in ("ablation", "patching", "progress"):
+        ours, cpu = pd.read_csv(on_gpu.tables[name]), pd.read_csv(analysed.tables[name])
+        assert ours.drop(columns="value").equals(cpu.drop(columns="value")), name
+        assert ((ours["value"] - cpu["value"]).abs().fillna(0) < 1e-3).mean() > 0.99, name  # argmax ties may flip
 
 
 def test_snapping_and_a_stride(tiny_run, tmp_path):

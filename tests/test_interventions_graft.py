@@ -147,7 +147,7 @@ def test_init_from_loads_the_weights_and_starts_a_fresh_optimizer(tmp_path, sour
     loaded = load_tensors(tmp_path / "run" / "checkpoints" / "step_00000000000.safetensors")[0]
     original = load_tensors(source / "checkpoints" / "step_00000000010.safetensors")[0]
     assert all(torch.equal(loaded[k], original[k]) for k in original)
-    resume = load_tensors(tmp_path / "run" / "resume.safetensors")[0]
+    resume = load_tensors(tmp_path / "run" / "resume" / "step_00000000000.safetensors")[0]
     assert not any(k.startswith("optim/") for k in resume)  # no Adam state carried over
     assert json.loads((tmp_path / "run" / "config.json").read_text())["derived"]["init_from_step"] == 10
 

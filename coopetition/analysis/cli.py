@@ -23,6 +23,15 @@ def _names(text: str, what: str) -> tuple[str, ...]:
     return names
 
 
+def _workers(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def add_parser(subparsers) -> None:
     """Add the ``analyze`` subcommand to an argparse subparsers object (sets ``func``)."""
     p = subparsers.add_parser("analyze", help="dissect a run across checkpoints (ablation, patching, probes, ...)",
@@ -48,6 +57,9 @@ def add_parser(subparsers) -> None:
                    help=f"LBFGS iterations per probe fit (default: {d.probe_steps})")
     p.add_argument("--threads", type=int, default=d.threads,
                    help=f"torch CPU threads; 1 suits a busy machine (default: {d.threads})")
+    p.add_argument("--workers", type=_workers, default=d.workers,
+                   help="worker processes over checkpoints, or 'auto' (one per core, >= 4 checkpoints each) "
+                        f"(default: {d.workers or 'auto'})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"resample permutation and probe data (default: {d.seed})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # SPECs such as "-20:" start with "-"; let argparse take them as values, not as unknown options.
@@ -61,7 +73,7 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
         evaluators=_names(args.evaluators, "evaluators") if args.evaluators is not None else None,
         n_seqs=args.n_seqs, patch_seqs=args.patch_seqs, probe_seqs=args.probe_seqs,
         probe_classes=args.probe_classes, probe_steps=args.probe_steps, threads=args.threads, seed=args.seed,
-        device=args.device)
+        device=args.device, workers=args.workers)
 
 
 def run_analyze(args: argparse.Namespace) -> int:
@@ -82,5 +94,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         result = analyze(args.run, args.spec, config, args.out, progress_bar=not args.no_progress)
     print(f"analysed {len(result.steps)} checkpoints (steps {result.steps[0]}..{result.steps[-1]}); "
           f"{len(result.tables)} tables and {len(result.figures)} pages in {result.out_dir} "
-          f"(open {result.out_dir / 'index.html'})")
+          f"(open {result.out_dir / 'index.html'})"
+          + (f"; skipped {len(result.skipped)} corrupt checkpoint(s), see skipped_checkpoints.csv"
+             if result.skipped else ""))
     return 0

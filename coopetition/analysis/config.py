@@ -3,11 +3,14 @@ a bad request fails before any checkpoint is loaded."""
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 from coopetition.errors import ConfigError
 
 ANALYSES = ("strategies", "ablation", "patching", "probes", "progress")
+MIN_STEPS_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -22,10 +25,15 @@ class AnalysisConfig:
       restricted to its first ``probe_classes`` classes (identity probes need many sequences per class; the stored
       sets have about one per class); ``probe_seqs`` per evaluator, a quarter held out.
     - ``probe_steps``: LBFGS iterations for the (batched) logistic-regression probes; ``probe_l2`` their penalty.
-    - ``max_rows``: sequences per batched forward pass (variants x n_seqs are chunked to this).
+    - ``max_rows``: sequences per batched forward pass (variants x n_seqs are chunked to this). It bounds memory,
+      and 2048 is also the fastest on a CPU: the activations of a chunk stay in cache (measured in docs/analyze.md).
     - ``seed``: resample-ablation permutation and probe data/splits.
     - ``threads``: torch CPU threads (None: torch's default). One thread is the default because these batches are
       small and a second thread on a busy 2-core machine costs more in synchronisation than it gains.
+    - ``workers``: checkpoints are split over this many worker processes (one torch thread each; ``threads`` is
+      for a single process), results merged in step order, identical to one process. None (default): one per CPU
+      core, but at least ``MIN_STEPS_PER_WORKER`` checkpoints each (starting a worker costs a second or more); on
+      2 cores this doubled ablation throughput on the quick run (docs/analyze.md, "Performance").
     """
 
     analyses: tuple[str, ...] = ANALYSES
@@ -36,10 +44,11 @@ class AnalysisConfig:
     probe_seqs: int = 384
     probe_steps: int = 20
     probe_l2: float = 1e-3
-    max_rows: int = 16384
+    max_rows: int = 2048
     seed: int = 0
     device: str = "cpu"
     threads: int | None = 1
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if not self.analyses:
@@ -55,8 +64,12 @@ class AnalysisConfig:
                 raise ConfigError(f"analysis.{name} must be >= {low}, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"analysis.threads must be >= 1 or null, got {self.threads}")
-        if self.probe_l2 < 0:
-            raise ConfigError(f"analysis.probe_l2 must be >= 0, got {self.probe_l2}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"analysis.workers must be >= 1 or null, got {self.workers}")
+        if not 0 <= self.probe_l2 < float("inf"):
+            raise ConfigError(f"analysis.probe_l2 must be finite and >= 0, got {self.probe_l2}")
+        if not re.match(r"^(cpu|cuda(:\d+)?)$", self.device):
+            raise ConfigError(f"--device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
 
     def wants(self, analysis: str) -> bool:
         return analysis in self.analyses
@@ -64,3 +77,9 @@ class AnalysisConfig:
     @property
     def needs_model(self) -> bool:
         return any(a != "strategies" for a in self.analyses)
+
+    def n_workers(self, n_steps: int) -> int:
+        """Worker processes for ``n_steps`` checkpoints (1: everything in this process)."""
+        if self.workers is not None:
+            return max(1, min(self.workers, n_steps))
+        return max(1, min(os.cpu_count() or 1, n_steps // MIN_STEPS_PER_WORKER))

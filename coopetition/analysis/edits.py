@@ -87,7 +87,9 @@ def run_variants(model: ICLTransformer, exemplars: Float[Tensor, "n item dim"], 
     n = exemplars.shape[0]
     per_chunk = max(1, max_rows // n)
     starts = [v.start if base is not None else -1 for v in variants]
-    out = torch.empty(len(variants), n, readout.shape[1], device=readout.device)
+    if not variants:
+        return readout.new_empty(0, n, readout.shape[1], dtype=torch.float)
+    order, out = [], []
     for start in sorted(set(starts)):
         members = [i for i, s in enumerate(starts) if s == start]
         for first in range(0, len(members), per_chunk):
@@ -99,5 +101,7 @@ def run_variants(model: ICLTransformer, exemplars: Float[Tensor, "n item dim"], 
                 else:
                     residual = base[f"blocks.{start}.hook_resid_pre"].repeat(g, 1, 1)
                     normalized = query_normalized_from(model, residual, start)
-            out[chunk] = label_logits(model, normalized, readout.repeat(g, 1)).view(g, n, -1)
-    return out
+            out.append(label_logits(model, normalized, readout.repeat(g, 1)).view(g, n, -1))
+            order += chunk
+    # concatenated, not written into a preallocated tensor, so that it also runs under torch.func.vmap
+    return torch.cat(out)[torch.tensor(order, device=readout.device).argsort()]

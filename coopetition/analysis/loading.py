@@ -8,18 +8,21 @@ exactly the trained one.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from coopetition.bank import ExemplarBank
 from coopetition.config import RunConfig, config_from_dict
-from coopetition.errors import DataError
+from coopetition.errors import CorruptCheckpointWarning, DataError
 from coopetition.model import ICLTransformer
-from coopetition.store.checkpoint import CheckpointInfo, load_tensors
+from coopetition.store.atomic import atomic_write
+from coopetition.store.checkpoint import CheckpointInfo, load_tensors, verify_file
 from coopetition.store.rundir import RunReader
 from coopetition.task.evaluators import EvaluatorSpec, load_eval_sets
 from coopetition.task.sampler import SequenceBatch, gather_features, sample_sequences
@@ -71,16 +74,31 @@ class LoadedRun:
     path: Path
     config: RunConfig
     checkpoints: tuple[CheckpointInfo, ...]
+    skipped: tuple[tuple[CheckpointInfo, str], ...] = ()
 
     @classmethod
     def open(cls, path: Path) -> "LoadedRun":
+        """Only checkpoints the manifest lists and whose bytes match it (a run still training shows its committed
+        ones); a mismatching file goes to ``skipped`` with the reason (``report_skipped`` tells the user)."""
         if not path.exists():
             raise DataError(f"run dir {path} does not exist")
         reader = RunReader.open(path)
         meta = reader.config()
         if "config" not in meta:
             raise DataError(f"{path}/config.json has no 'config' section")
-        return cls(path, config_from_dict(meta["config"]), tuple(reader.checkpoints()))
+        good, bad = reader.verified_checkpoints()
+        return cls(path, config_from_dict(meta["config"]), tuple(good), tuple(bad))
+
+    def report_skipped(self, out_dir: Path) -> tuple[str, ...]:
+        """Warn once per skipped checkpoint and list them in ``out_dir/skipped_checkpoints.csv`` (step, file,
+        reason; header only when none); returns their paths."""
+        for info, reason in self.skipped:
+            warnings.warn(f"skipping corrupt checkpoint {info.path} (step {info.step}): {reason}",
+                          CorruptCheckpointWarning, stacklevel=2)
+        frame = pd.DataFrame([{"step": i.step, "file": str(i.path), "reason": r} for i, r in self.skipped],
+                             columns=["step", "file", "reason"])
+        atomic_write(out_dir / "skipped_checkpoints.csv", lambda tmp: frame.to_csv(tmp, index=False))
+        return tuple(str(info.path) for info, _ in self.skipped)
 
     def evaluator_specs(self) -> dict[str, EvaluatorSpec]:
         return {spec.name: spec for spec in self.config.eval.evaluators()}
@@ -96,7 +114,12 @@ class LoadedRun:
         return model
 
     def eval_sets(self) -> dict[str, SequenceBatch]:
-        return load_eval_sets(self.path / "eval_sets.safetensors")
+        path = self.path / "eval_sets.safetensors"
+        entry = RunReader(self.path).eval_sets_entry()
+        reason = verify_file(path, entry["bytes"], entry["sha256"]) if entry else None
+        if reason:
+            raise DataError(f"corrupt eval sets {path}: {reason}")
+        return load_eval_sets(path)
 
     def eval_data(self, bank: ExemplarBank, names: tuple[str, ...], n_seqs: int,
                   device: str | torch.device = "cpu") -> dict[str, EvalData]:
@@ -123,7 +146,7 @@ class LoadedRun:
 
 
 def load_checkpoint(model: ICLTransformer, info: CheckpointInfo, device: str | torch.device = "cpu") -> None:
-    state, _ = load_tensors(info.path, device)
+    state, _ = load_tensors(info.path, device, info.bytes, info.sha256)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

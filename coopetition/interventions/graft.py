@@ -22,10 +22,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from coopetition.errors import ConfigError, CoopetitionError
+from coopetition.errors import ConfigError, CoopetitionError, DataError
 from coopetition.interventions.base import Intervention
 from coopetition.model import ICLTransformer, ModelConfig, build_model
-from coopetition.store.checkpoint import load_tensors
+from coopetition.store.checkpoint import load_tensors, verify_file
 from coopetition.store.rundir import RunReader
 
 
@@ -55,14 +55,18 @@ class CheckpointRef:
             reader = RunReader.open(Path(self.run))
         except CoopetitionError:
             raise ConfigError(f"checkpoint {self}: {self.run} is not a coopetition run (no config.json)") from None
-        steps = {info.step: info.path for info in reader.checkpoints()}
+        steps = {info.step: info for info in reader.checkpoints()}
         if not steps:
             raise ConfigError(f"checkpoint {self}: the run has no checkpoints")
         step = max(steps) if self.step is None else self.step
         if step not in steps:
             near = sorted(steps, key=lambda s: abs(s - step))[:3]
             raise ConfigError(f"checkpoint {self}: no checkpoint at step {step}; nearest: {sorted(near)}")
-        return steps[step], step
+        info = steps[step]
+        reason = verify_file(info.path, info.bytes, info.sha256)
+        if reason:
+            raise DataError(f"checkpoint {self}: corrupt file {info.path}: {reason}")
+        return info.path, step
 
 
 def load_source(ref: CheckpointRef, like: ICLTransformer, bank_fingerprint: str | None, purpose: str,

@@ -31,19 +31,20 @@ class ModelConfig:
     init_rescale: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("n_layers", "d_model", "n_heads", "max_seq_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        for name, high in (("n_layers", 256), ("d_model", 65536), ("n_heads", 4096), ("max_seq_len", 65536)):
+            if not 1 <= getattr(self, name) <= high:
+                raise ConfigError(f"model.{name} must be in [1, {high}], got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise ConfigError(f"model.d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
         if self.positional not in POSITIONALS:
             raise ConfigError(f"model.positional must be one of {POSITIONALS}, got {self.positional!r}")
         if self.positional == "rotary" and self.d_head % 2:
             raise ConfigError(f"rotary positions need an even d_head, got {self.d_head}")
-        if self.mlp_ratio is not None and self.mlp_ratio < 1:
-            raise ConfigError(f"model.mlp_ratio must be >= 1 or null (attention-only), got {self.mlp_ratio}")
-        if not self.sin_time > 0 or not self.init_rescale > 0:
-            raise ConfigError("model.sin_time and model.init_rescale must be > 0")
+        if self.mlp_ratio is not None and not 1 <= self.mlp_ratio <= 64:
+            raise ConfigError(f"model.mlp_ratio must be in [1, 64] or null (attention-only), got {self.mlp_ratio}")
+        for name in ("sin_time", "init_rescale"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ConfigError(f"model.{name} must be finite and > 0, got {getattr(self, name)}")
 
     @property
     def d_head(self) -> int:

@@ -118,7 +118,7 @@ class ICLTransformer(HookedTransformer):
         normalized = self.ln_final(residual)
         if positions == "all":
             return self.unembed(normalized)
-        return self.unembed(normalized[:, -1:])[:, 0]
+        return self.unembed(normalized[:, -1])  # 2-D: no [batch, 1, classes] zero-fill + copy in the backward
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

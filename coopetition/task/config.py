@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from coopetition.errors import ConfigError
 from coopetition.task.sequence import SequenceSpec
+
+SPLITS = ("train", "val", "test", "all")
 
 
 @dataclass(frozen=True)
@@ -26,12 +29,17 @@ class TaskConfig:
         if len(self.mixture_weights) != len(self.mixture):
             raise ConfigError(f"task.mixture_weights has {len(self.mixture_weights)} entries "
                               f"for {len(self.mixture)} specs")
-        if any(not w >= 0 for w in self.mixture_weights) or sum(self.mixture_weights) <= 0:
-            raise ConfigError(f"task.mixture_weights must be >= 0 with a positive sum, got {self.mixture_weights}")
+        if (any(not (w >= 0 and math.isfinite(w)) for w in self.mixture_weights)
+                or not 0 < sum(self.mixture_weights) < float("inf")):
+            raise ConfigError(f"task.mixture_weights must be finite, >= 0, with a positive sum, "
+                              f"got {self.mixture_weights}")
         if len({s.context_len for s in self.mixture}) != 1:
             raise ConfigError("every spec in task.mixture must have the same context_len")
-        if not self.zipf_alpha >= 0:
-            raise ConfigError(f"task.zipf_alpha must be >= 0, got {self.zipf_alpha}")
+        if not 0 <= self.zipf_alpha <= 100:
+            raise ConfigError(f"task.zipf_alpha must be in [0, 100], got {self.zipf_alpha}")
+        for name in ("class_split", "exemplar_split"):
+            if getattr(self, name) not in SPLITS:
+                raise ConfigError(f"task.{name} must be one of {SPLITS}, got {getattr(self, name)!r}")
 
     @property
     def context_len(self) -> int:

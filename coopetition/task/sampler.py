@@ -161,8 +161,8 @@ def sample_mixture(specs: list[SequenceSpec], weights: list[float], pool: ClassP
     """Each sequence comes from one spec chosen with probability ``weights`` (Chan et al.'s p(bursty) mixtures)."""
     if len(specs) == 1:
         return sample_sequences(specs[0], pool, n, gen, device)
-    probs = torch.tensor(weights, dtype=torch.float)
+    probs = torch.tensor(weights, dtype=torch.float, device=gen.device)  # multinomial needs gen's device
     choice = torch.multinomial(probs, n, replacement=True, generator=gen)
-    counts = torch.bincount(choice, minlength=len(specs)).tolist()
+    counts = torch.bincount(choice, minlength=len(specs)).tolist()  # the one host sync, for mixtures only
     parts = [sample_sequences(s, pool, c, gen, device) for s, c in zip(specs, counts) if c]
     return SequenceBatch.cat(parts)

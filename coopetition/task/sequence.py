@@ -49,6 +49,8 @@ class SequenceSpec:
                               f" (need 2B <= N with a distractor)")
         if self.relabel not in RELABELS:
             raise ConfigError(f"relabel must be one of {RELABELS}, got {self.relabel!r}")
+        if not 0 <= self.fewshot_labels <= 10**7:
+            raise ConfigError(f"fewshot_labels must be in [0, 1e7], got {self.fewshot_labels}")
         if self.relabel == "fewshot" and self.fewshot_labels < 2:
             raise ConfigError(f"relabel 'fewshot' needs fewshot_labels >= 2, got {self.fewshot_labels}")
         if self.relabel in ("fewshot", "01", "flip") and b == 0:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from coopetition.errors import ConfigError
 
 WEIGHT_DECAY_FORMS = ("l2", "unsquared")
+SEED_LIMIT = 2**32  # seeds are combined with small offsets (eval: seed * 1_000_003 + i) and must stay in int64
+MAX_STEPS = 10**10
+DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -17,6 +22,11 @@ class SeedConfig:
     init: int = 5
     train: int = 2
     eval: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("init", "train", "eval"):
+            if not 0 <= getattr(self, name) < SEED_LIMIT:
+                raise ConfigError(f"seeds.{name} must be in [0, 2**32), got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -40,25 +50,34 @@ class TrainConfig:
     threads: int | None = None
     log_every: int = 50
     init_from: str | None = None  # RUN@STEP: start from that checkpoint's weights, fresh optimizer
+    # Speed options, all off by default because each changes the last bits of a seeded run (docs/performance.md):
+    compile: bool = False  # torch.compile the model for the training step (no hook interventions)
+    fused_adam: bool = False  # PyTorch's fused Adam kernel (CPU and CUDA)
+    amp: bool = False  # bfloat16 autocast around the training forward (mixed precision)
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ConfigError(f"train.steps must be >= 0, got {self.steps}")
-        if self.batch_size < 1:
-            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"train.steps must be in [0, 1e10], got {self.steps}")
+        if not 1 <= self.batch_size <= 2**20:
+            raise ConfigError(f"train.batch_size must be in [1, 2**20], got {self.batch_size}")
         if not (self.lr > 0 and self.lr < 10):
             raise ConfigError(f"train.lr must be in (0, 10), got {self.lr}")
-        if not self.weight_decay >= 0:
-            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"train.weight_decay must be finite and >= 0, got {self.weight_decay}")
         if self.weight_decay_form not in WEIGHT_DECAY_FORMS:
             raise ConfigError(f"train.weight_decay_form must be one of {WEIGHT_DECAY_FORMS}, "
                               f"got {self.weight_decay_form!r}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
+        if not DEVICE.match(self.device):
             raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"train.threads must be >= 1, got {self.threads}")
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise ConfigError(f"train.threads must be in [1, 1024] or null, got {self.threads}")
         if self.log_every < 1:
             raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")
+        from coopetition.train.schedule import schedule_steps  # the schedules are checked here, before any run
+
+        schedule_steps(self.checkpoint_schedule, self.steps, self.batch_size)
+        if self.eval_schedule is not None:
+            schedule_steps(self.eval_schedule, self.steps, self.batch_size)
         if self.init_from is not None:
             from coopetition.interventions.graft import CheckpointRef
 

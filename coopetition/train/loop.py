@@ -7,6 +7,7 @@ Nothing in the step does per-step host work that can wait: the running loss stay
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,17 +16,16 @@ import torch
 from tqdm.auto import tqdm
 
 from coopetition.config import RunConfig, config_from_dict
-from coopetition.errors import ConfigError
+from coopetition.errors import ConfigError, DataError, RecoveryWarning
 from coopetition.interventions import init_from_checkpoint, intervene
-from coopetition.store.checkpoint import load_tensors, save_tensors
+from coopetition.store.checkpoint import load_tensors
 from coopetition.store.rundir import EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, now_iso, package_versions
 from coopetition.task.evaluators import eval_sets_tensors
-from coopetition.task.metrics import query_loss
-from coopetition.task.sampler import gather_features, sample_mixture
 from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.schedule import schedule_steps
 from coopetition.train.setup import derive_sizes, eval_sets_for, load_run_bank, model_for, training_pool
-from coopetition.train.state import optimizer_tensors, restore_optimizer
+from coopetition.train.state import restore_resume, resume_tensors
+from coopetition.train.step import TrainStep, compiled_forward, make_optimizer
 
 PROGRESS_METRICS = (("flip", "in_context_acc"), ("ciwl", "in_context_acc"), ("icl", "in_context_acc"))
 
@@ -36,11 +36,6 @@ class TrainResult:
     steps: int
     wall_seconds: float
     final_eval: dict[tuple[str, str], float]
-
-
-def weight_penalty(params, form: str) -> torch.Tensor:
-    norms = [p.pow(2).sum() if form == "l2" else p.norm() for p in params]
-    return torch.stack(norms).sum()
 
 
 def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: bool = False,
@@ -58,7 +53,7 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
 
     bank = load_run_bank(config)
     features = bank.features.to(device)
-    pool = training_pool(config, bank)
+    pool = training_pool(config, bank, device)
     sizes = derive_sizes(config, bank)
     eval_sets = eval_sets_for(config, bank)
     prepared = prepare_eval_sets(eval_sets, features)
@@ -66,29 +61,39 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
     init_step = init_from_checkpoint(model, tc.init_from, bank.fingerprint()) if tc.init_from and not resume else None
     forward = intervene(config.interventions, model, bank.fingerprint())  # grafts spliced, sources checked
     trainable = forward.trainable_parameters()
-    optimizer = torch.optim.Adam(trainable, lr=tc.lr, betas=(0.9, 0.999), eps=1e-8)
+    optimizer = make_optimizer(trainable, tc.lr, fused=tc.fused_adam)
     data_gen = torch.Generator(device).manual_seed(config.seeds.train)
+    train_step = TrainStep(compiled_forward(forward) if tc.compile else forward, optimizer, trainable, features, pool,
+                           config.task.mixture, config.task.mixture_weights, tc.batch_size, data_gen,
+                           tc.weight_decay, tc.weight_decay_form, tc.amp)
 
-    start_step, eval_rows, train_rows, manifest = 0, [], [], []
+    start_step, eval_rows, train_rows = 0, [], []
+    running_loss, since_log = torch.zeros((), device=device), 0  # the partial log interval, part of resume state
     if resume:
-        writer = RunWriter(run_dir)
-        writer.lock()
-        start_step, eval_rows, train_rows, manifest = _restore(run_dir, model, optimizer, data_gen)
+        writer = RunWriter.reopen(run_dir)
+        try:
+            start_step, eval_rows, train_rows, running_loss, since_log = _restore(writer, model, optimizer,
+                                                                                  data_gen, device)
+        except BaseException:
+            writer.close()
+            raise
     else:
         writer = RunWriter.create(run_dir, overwrite)
-        writer.write_json("config.json", {
-            "config": config.to_dict(), "seeds": config.to_dict()["seeds"],
-            "derived": {**sizes.__dict__, "n_parameters": model.n_parameters(), "bank_fingerprint": bank.fingerprint(),
-                        "bank_shape": list(bank.features.shape), "init_from_step": init_step,
-                        "graft_sources": forward.provenance()},
-            "versions": package_versions(), "created": now_iso(),
-        })
-        save_tensors(run_dir / "eval_sets.safetensors", eval_sets_tensors(eval_sets),
-                     {"bank_fingerprint": bank.fingerprint(), "eval_seed": config.seeds.eval})
+        try:
+            writer.write_json("config.json", {
+                "config": config.to_dict(), "seeds": config.to_dict()["seeds"],
+                "derived": {**sizes.__dict__, "n_parameters": model.n_parameters(),
+                            "bank_fingerprint": bank.fingerprint(), "bank_shape": list(bank.features.shape),
+                            "init_from_step": init_step, "graft_sources": forward.provenance()},
+                "versions": package_versions(), "created": now_iso(),
+            })
+            writer.write_eval_sets(eval_sets_tensors(eval_sets),
+                                   {"bank_fingerprint": bank.fingerprint(), "eval_seed": config.seeds.eval})
+        except BaseException:
+            writer.discard()
+            raise
 
     started = time.perf_counter()
-    running_loss = torch.zeros((), device=device)
-    since_log = 0
     last_eval: dict[tuple[str, str], float] = {}
     bar = tqdm(range(start_step, tc.steps + 1), initial=start_step, total=tc.steps + 1, disable=not progress,
                desc="train", unit="step", dynamic_ncols=True)
@@ -103,20 +108,10 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
                 bar.set_postfix({f"{e}": f"{last_eval[(e, m)]:.2f}" for e, m in PROGRESS_METRICS
                                  if (e, m) in last_eval})
             if step in ckpt_steps and not (resume and step == start_step):
-                _checkpoint(writer, model, optimizer, data_gen, step, sequences, config, manifest)
-                writer.write_table("train.csv", train_rows, TRAIN_COLUMNS)
+                _checkpoint(writer, model, optimizer, data_gen, step, config, train_rows, running_loss, since_log)
             if step == tc.steps:
                 break
-            batch = sample_mixture(list(config.task.mixture), list(config.task.mixture_weights), pool,
-                                   tc.batch_size, data_gen, device)
-            logits = forward(gather_features(features, batch), batch.context_labels, batch.target)
-            loss = query_loss(logits, batch.target)
-            penalty = weight_penalty(trainable, tc.weight_decay_form) if tc.weight_decay else 0.0
-            total = loss + tc.weight_decay * penalty
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            running_loss += loss.detach()
+            running_loss += train_step()
             since_log += 1
             if since_log == tc.log_every:
                 train_rows.append({"step": step + 1, "sequences": (step + 1) * tc.batch_size,
@@ -124,35 +119,62 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
                 running_loss.zero_()
                 since_log = 0
         writer.write_table("train.csv", train_rows, TRAIN_COLUMNS)
+    except BaseException:
+        if not resume and not writer.committed:  # nothing resumable yet: leave the run dir as it was found
+            writer.discard()
+        raise
     finally:
         bar.close()
         writer.close()
     return TrainResult(run_dir, tc.steps, time.perf_counter() - started, last_eval)
 
 
-def _checkpoint(writer: RunWriter, model, optimizer, data_gen, step: int, sequences: int, config: RunConfig,
-                manifest: list) -> None:
-    seeds = config.to_dict()["seeds"]
-    writer.save_checkpoint(step, sequences, dict(model.state_dict()), {"seeds": seeds}, manifest)
-    state = {**{f"model/{k}": v for k, v in model.state_dict().items()}, **optimizer_tensors(model, optimizer),
-             "rng/train": data_gen.get_state()}
-    save_tensors(writer.path / "resume.safetensors", state, {"step": step, "sequences": sequences, "seeds": seeds})
+def _checkpoint(writer: RunWriter, model, optimizer, data_gen, step: int, config: RunConfig, train_rows: list,
+                running_loss: torch.Tensor, since_log: int) -> None:
+    """train.csv first, then weights and resume state, then the manifest commit: whatever the manifest lists at
+    step s, the tables on disk already hold every row up to s."""
+    writer.write_table("train.csv", train_rows, TRAIN_COLUMNS)
+    state = resume_tensors(model, optimizer, data_gen, running_loss, since_log)
+    writer.save_checkpoint(step, step * config.train.batch_size, dict(model.state_dict()), state,
+                           {"seeds": config.to_dict()["seeds"]})
 
 
-def _restore(run_dir: Path, model, optimizer, data_gen):
-    """Load the latest resume state and keep only the table rows it has already produced."""
-    reader = RunReader.open(run_dir)
-    tensors, meta = load_tensors(run_dir / "resume.safetensors")
-    step = int(meta["step"])
-    model.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")})
-    restore_optimizer(model, optimizer, tensors)
-    data_gen.set_state(tensors["rng/train"].to("cpu") if data_gen.device.type == "cpu" else tensors["rng/train"])
-    frame = reader.eval_table() if (run_dir / "eval.csv").exists() else None
+def _restore(writer: RunWriter, model, optimizer, data_gen, device: torch.device):
+    """Load the newest checkpoint whose weights and resume state both match the manifest (warning about each one
+    refused), forget everything after it, and return the loop state to continue from."""
+    reader = RunReader(writer.path)
+    checkpoints = {info.step: info for info in reader.checkpoints()}
+    refused = []
+    for entry in sorted(writer.manifest["resume"], key=lambda e: e["step"], reverse=True):
+        info = checkpoints.get(entry["step"])
+        try:
+            if info is None:
+                raise DataError(f"resume state {writer.path / entry['file']} has no listed checkpoint")
+            state, _ = load_tensors(writer.path / entry["file"], "cpu", entry["bytes"], entry["sha256"])
+            weights, _ = load_tensors(info.path, device, info.bytes, info.sha256)
+            try:
+                model.load_state_dict(weights)
+            except RuntimeError:
+                raise DataError(f"checkpoint {info.path} does not fit the run's model") from None
+            running_loss, since_log = restore_resume(model, optimizer, data_gen, state, device)
+        except DataError as err:
+            warnings.warn(f"not resuming from step {entry['step']}: {err}", RecoveryWarning, stacklevel=2)
+            refused.append(entry["step"])
+            continue
+        step = entry["step"]
+        break
+    else:
+        why = f" (refused steps {refused})" if refused else ""
+        raise DataError(f"{writer.path} has no complete checkpoint to resume from{why}; "
+                        f"start it again with --overwrite")
+    writer.truncate_after(step)
+    frame = reader.eval_table() if (writer.path / "eval.csv").exists() else None
     eval_rows = frame[frame.step <= step].to_dict("records") if frame is not None else []
-    train_path = run_dir / "train.csv"
+    train_path = writer.path / "train.csv"
     train_rows = pd.read_csv(train_path).query("step <= @step").to_dict("records") if train_path.exists() else []
-    manifest = [e for e in reader.manifest() if e["step"] <= step]
-    return step, eval_rows, train_rows, manifest
+    writer.write_table("eval.csv", eval_rows, EVAL_COLUMNS)
+    writer.write_table("train.csv", train_rows, TRAIN_COLUMNS)
+    return step, eval_rows, train_rows, running_loss, since_log
 
 
 def resume_config(run_dir: Path) -> RunConfig:

@@ -21,6 +21,12 @@ import numpy as np
 from coopetition.errors import ConfigError
 
 _MULTIPLIERS = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
+MAX_POINTS = 1_000_000  # more checkpoints or evals than this is a typo (and would fill the disk)
+
+
+def _check_points(part: str, n: int) -> None:
+    if n > MAX_POINTS:
+        raise ConfigError(f"schedule {part!r} names {n} steps; at most {MAX_POINTS} are allowed")
 
 
 def parse_count(text: str, batch_size: int) -> int:
@@ -51,11 +57,13 @@ def schedule_steps(spec: str, total_steps: int, batch_size: int) -> list[int]:
             k = parse_count(values[0], batch_size)
             if k < 1:
                 raise ConfigError(f"schedule {part!r}: the interval must be >= 1 step")
+            _check_points(part, total_steps // k + 1)
             steps.update(range(0, total_steps + 1, k))
         elif kind == "log" and len(values) == 1:
             n = parse_count(values[0], 1)
             if n < 1:
                 raise ConfigError(f"schedule {part!r}: needs >= 1 point")
+            _check_points(part, n)
             if total_steps >= 1:
                 steps.update(int(s) for s in np.unique(np.round(np.geomspace(1, total_steps, n))))
         elif kind == "at" and len(values) == 1:
@@ -64,6 +72,7 @@ def schedule_steps(spec: str, total_steps: int, batch_size: int) -> list[int]:
             lo, hi, k = (parse_count(v, batch_size) for v in values)
             if k < 1 or hi < lo:
                 raise ConfigError(f"schedule {part!r}: needs A <= B and an interval K >= 1")
+            _check_points(part, (hi - lo) // k + 1)
             steps.update(range(lo, hi + 1, k))
         else:
             raise ConfigError(f"bad schedule part {part!r}; use every:K, log:N, at:A,B,..., upsample:A:B:K")

@@ -28,10 +28,12 @@ class Sizes:
     n_outputs: int
 
 
-def training_pool(config: RunConfig, bank: ExemplarBank) -> ClassPool:
+def training_pool(config: RunConfig, bank: ExemplarBank, device: str | torch.device = "cpu") -> ClassPool:
+    """The training split; class weights (Zipf) live on ``device`` so the sampler never copies them per step."""
     c_lo, c_hi = bank.class_range(config.task.class_split)
     e_lo, e_hi = bank.exemplar_range(config.task.exemplar_split)
-    pool = ClassPool(c_lo, c_hi, e_lo, e_hi, zipf_weights(c_hi - c_lo, config.task.zipf_alpha))
+    weights = zipf_weights(c_hi - c_lo, config.task.zipf_alpha)
+    pool = ClassPool(c_lo, c_hi, e_lo, e_hi, None if weights is None else weights.to(device))
     for spec in config.task.mixture:
         if pool.n_classes < spec.min_classes():
             raise ConfigError(f"the training split has {pool.n_classes} classes; a spec needs {spec.min_classes()}")

@@ -1,9 +1,13 @@
-"""Adam state <-> flat tensors keyed by parameter name, so it can live in safetensors (no pickle)."""
+"""Everything besides the weights that a resumed run needs to continue bit-identically, as flat tensors for
+safetensors (no pickle): Adam's moments and step counts keyed by parameter name, the data generator's state, and
+the partial training-loss interval (so train.csv rows fall on the same steps)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from coopetition.errors import DataError
 
 
 def optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -16,10 +20,35 @@ def optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> dic
 
 
 def restore_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    optimizer.state.clear()  # a failed earlier attempt must not leave moments behind
+    group = optimizer.param_groups[0]
+    on_device = bool(group.get("fused") or group.get("capturable"))  # these kernels keep Adam's step count there
     for name, param in model.named_parameters():
         prefix = f"optim/{name}/"
         state = {k[len(prefix):]: v.to(param.device) for k, v in tensors.items() if k.startswith(prefix)}
         if state:
             if "step" in state:
-                state["step"] = state["step"].to("cpu", torch.float32)
+                state["step"] = state["step"].to(param.device if on_device else "cpu", torch.float32)
             optimizer.state[param] = state
+
+
+def resume_tensors(model: nn.Module, optimizer: torch.optim.Optimizer, data_gen: torch.Generator,
+                   running_loss: torch.Tensor, since_log: int) -> dict[str, torch.Tensor]:
+    """The resume state at a checkpoint: ``running_loss`` summed over the ``since_log`` steps not yet logged."""
+    return {**optimizer_tensors(model, optimizer), "rng/train": data_gen.get_state(),
+            "loop/running_loss": running_loss.detach().reshape(()).clone(),
+            "loop/since_log": torch.tensor(since_log, dtype=torch.int64)}
+
+
+def restore_resume(model: nn.Module, optimizer: torch.optim.Optimizer, data_gen: torch.Generator,
+                   tensors: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, int]:
+    """Apply a resume state (after the weights are loaded); returns ``(running_loss, since_log)``."""
+    missing = [k for k in ("rng/train", "loop/running_loss", "loop/since_log") if k not in tensors]
+    if missing:
+        raise DataError(f"resume state lacks {missing}")
+    try:
+        data_gen.set_state(tensors["rng/train"].to("cpu"))
+    except (RuntimeError, TypeError) as err:
+        raise DataError(f"resume state holds an unusable data-RNG state ({str(err).splitlines()[0]})") from None
+    restore_optimizer(model, optimizer, tensors)
+    return tensors["loop/running_loss"].to(device).clone(), int(tensors["loop/since_log"])
