@@ -5,8 +5,12 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+# One intra-op thread: the tests' tensors are tiny, and on a loaded 2-core machine two spinning threads made small
+# forwards up to 10x slower (measured). Also keeps float reductions in one fixed order.
+torch.set_num_threads(1)
 
 from coopetition.bank import BankConfig, load_bank  # noqa: E402
 from coopetition.config import RunConfig  # noqa: E402
