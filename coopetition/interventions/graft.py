@@ -17,16 +17,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
 from coopetition.errors import ConfigError, CoopetitionError, DataError
 from coopetition.interventions.base import Intervention
-from coopetition.model import ICLTransformer, ModelConfig, build_model
+from coopetition.model import ModelConfig
 from coopetition.store.checkpoint import load_tensors, verify_file
 from coopetition.store.rundir import RunReader
+
+if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
+    from coopetition.model import ICLTransformer
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def load_source(ref: CheckpointRef, like: ICLTransformer, bank_fingerprint: str 
     if source.interventions and not allow_intervened:
         raise ConfigError(f"{purpose} checkpoint {ref} was trained with interventions {list(source.interventions)}; "
                           f"grafting from an intervened run is not supported")
+    from coopetition.model import build_model  # TransformerLens on first use
+
     device = next(like.parameters()).device
     model = build_model(source.model, like.input_dim, like.n_labels, like.n_outputs, init_seed=0, device=device)
     tensors, _ = load_tensors(path, device)
@@ -111,6 +116,8 @@ def freeze(model: ICLTransformer) -> ICLTransformer:
 def splice(front: ICLTransformer, back: ICLTransformer, layer: int) -> ICLTransformer:
     """One model sharing (not copying) ``front``'s embeddings and blocks 0..layer and ``back``'s later blocks,
     final LN and unembedding, with its hook points registered under the usual names."""
+    from coopetition.model import ICLTransformer  # TransformerLens on first use
+
     device = next(back.parameters()).device
     shell = ICLTransformer(back.model_config, back.input_dim, back.n_labels, back.n_outputs, init_seed=0,
                            device=device)

@@ -10,6 +10,7 @@ the same input; (2) the pass with all hooks installed, restore-from-clean hooks 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
@@ -17,7 +18,9 @@ from torch import Tensor, nn
 
 from coopetition.interventions.base import Inputs, Intervention, validate_specs
 from coopetition.interventions.graft import Graft, freeze, load_source
-from coopetition.model import ICLTransformer
+
+if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
+    from coopetition.model import ICLTransformer
 
 
 class Intervened:

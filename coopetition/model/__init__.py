@@ -1,6 +1,19 @@
-"""The sequence classifier: a TransformerLens HookedTransformer fed interleaved exemplar/label tokens."""
+"""The sequence classifier: a TransformerLens HookedTransformer fed interleaved exemplar/label tokens.
+
+``ICLTransformer`` and ``build_model`` are imported on first use (PEP 562): importing TransformerLens costs ~7 CPU-s,
+and config validation, ``sweep status`` or ``presets`` only need ``ModelConfig``.
+"""
+
+from typing import Any
 
 from coopetition.model.config import ModelConfig
-from coopetition.model.hooked import ICLTransformer, build_model
 
 __all__ = ["ModelConfig", "ICLTransformer", "build_model"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ICLTransformer", "build_model"):
+        from coopetition.model import hooked
+
+        return getattr(hooked, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
