@@ -44,6 +44,7 @@ def figure(summary: pd.DataFrame, band: str = "std", title: str = "sweep") -> go
             tint = PALETTE[g % len(PALETTE)]
             spread = s["std"].fillna(0.0)
             low, high = (s["mean"] - spread, s["mean"] + spread) if band == "std" else (s["min"], s["max"])
+            low, high = low.clip(0.0, 1.0), high.clip(0.0, 1.0)  # accuracies: a ± std band must not leave [0, 1]
             fig.add_trace(go.Scatter(
                 x=[*s["sequences"], *s["sequences"][::-1]], y=[*high, *low[::-1]], fill="toself", mode="lines",
                 line=dict(width=0), fillcolor=_translucent(tint), name=f"{group} band", legendgroup=group,
