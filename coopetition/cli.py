@@ -48,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="coopetition", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    train = sub.add_parser("train", help="train a model with dense checkpoints and the strategy evaluators")
+    from coopetition.interventions import cli as intervention_cli
+
+    train = sub.add_parser("train", help="train a model with dense checkpoints and the strategy evaluators",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=f"interventions (--intervene):\n{intervention_cli.registry_help()}")
     train.add_argument("--run-dir", type=Path, help="where the run is written (required unless --resume RUN)")
     source = train.add_mutually_exclusive_group()
     source.add_argument("--preset", help="named config (see `coopetition presets`); default: quick")
@@ -62,8 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (path, kind) in SHORTCUTS.items():
         train.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, help=f"sets {path}")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from coopetition.interventions import cli as intervention_cli
-
     intervention_cli.add_train_arguments(train)
     train.set_defaults(func=run_train)
 
@@ -93,9 +95,14 @@ def resolve_config(args: argparse.Namespace):
         value = getattr(args, flag)
         if value is not None:
             data = apply_override(data, f"{path}={json.dumps(value)}")
-    from coopetition.interventions.cli import overrides_from_args
+    from coopetition.interventions.cli import init_from_arg, interventions_from_args
 
-    for assignment in [*overrides_from_args(args), *args.overrides]:
+    interventions, init_from = interventions_from_args(args), init_from_arg(args)  # parsed once, here
+    if interventions:
+        data = {**data, "interventions": [i.spec for i in interventions]}
+    if init_from is not None:
+        data = {**data, "train": {**data["train"], "init_from": str(init_from)}}
+    for assignment in args.overrides:
         data = apply_override(data, assignment)
     return config_from_dict(data)
 

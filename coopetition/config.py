@@ -18,6 +18,7 @@ import dacite
 
 from coopetition.bank import BankConfig
 from coopetition.errors import ConfigError
+from coopetition.interventions import CheckpointRef, Intervention, parse_spec, validated
 from coopetition.model.config import ModelConfig
 from coopetition.task.config import TaskConfig
 from coopetition.task.evaluators import EvalConfig
@@ -33,9 +34,12 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seeds: SeedConfig = field(default_factory=SeedConfig)
     preset: str | None = None
-    interventions: tuple[str, ...] = ()  # specs active in training and evaluation (docs/interventions.md)
+    # active in every training step and evaluation, and in every analysis of the run (docs/interventions.md);
+    # spec strings are accepted and parsed once, here
+    interventions: tuple[Intervention, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "interventions", validated(tuple(self.interventions), self.model, training=True))
         n_tokens = 2 * self.task.context_len + 1
         if n_tokens > self.model.max_seq_len:
             raise ConfigError(f"context_len {self.task.context_len} needs {n_tokens} tokens "
@@ -44,12 +48,23 @@ class RunConfig:
         if 2 * longest + 1 > self.model.max_seq_len:
             raise ConfigError(f"eval.suite {self.eval.suite!r} has context_len {longest}, which needs "
                               f"{2 * longest + 1} tokens > model.max_seq_len {self.model.max_seq_len}")
-        from coopetition.interventions import validate_specs  # the package needs this module: import late
-
-        validate_specs(self.interventions, self.model)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON-able data; interventions and checkpoint references as their spec strings, so
+        ``config_from_dict(c.to_dict()) == c``."""
+        return _plain(self)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Intervention):
+        return value.spec
+    if isinstance(value, CheckpointRef):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 class _NotAnInt:
@@ -78,7 +93,16 @@ def _no_bool(value: Any) -> Any:
     return _NotAnInt(value) if isinstance(value, bool) else value
 
 
-_DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: _int_to_float, int: _no_bool})
+def _spec(value: Any) -> Any:
+    return parse_spec(value) if isinstance(value, str) else value
+
+
+def _ref(value: Any) -> Any:
+    return CheckpointRef.parse(value) if isinstance(value, str) else value
+
+
+_DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: _int_to_float, int: _no_bool,
+                                                              Intervention: _spec, CheckpointRef: _ref})
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:

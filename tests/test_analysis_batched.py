@@ -1,19 +1,21 @@
-"""Batched interventions equal the simple path: one plain forward pass per variant, edits applied by a hook.
+"""Batched interventions equal the simple path: one plain intervened forward pass per variant.
 
-``run_variants`` tiles the input once per variant, chunks the tiles to ``max_rows`` sequences, starts a variant from
-the cached residual of its first edited block and reads only a few logits; the oracle here does none of that. Every
-ablation variant (all heads x five methods, layers, composition, embeddings) and every patching variant is checked,
-on a 3-layer model so that some variants start mid-network and the clamps of later layers matter.
+``Intervened.run_variants`` tiles the input once per variant, chunks the tiles to ``max_rows`` sequences, starts a
+variant from the baseline's cached residual of its first edited block, applies the run's own interventions to every
+row and each variant's to its own rows, and reads only a few logits; the oracle here does none of that. Every
+ablation variant (all heads x five methods, layers, composition, embeddings), every clamp variant and every patching
+variant is checked, on a 3-layer model so that some variants start mid-network and the clamps of later layers matter.
 """
 
 import pytest
 import torch
 
 from coopetition.analysis.ablation import ablation_variants
-from coopetition.analysis.edits import Variant, run_variants
+from coopetition.analysis.clamp import clamp_variants
 from coopetition.analysis.pairs import build_pairs
 from coopetition.analysis.patching import patch_variants
 from coopetition.analysis.readout import readout_labels
+from coopetition.interventions import intervene, parse_spec
 from coopetition.model import ICLTransformer, ModelConfig
 from tests.analysis_handmade import handmade_data, handmade_model
 
@@ -33,43 +35,62 @@ def deep_model() -> ICLTransformer:
 
 
 @torch.no_grad()
-def one_forward_per_variant(model: ICLTransformer, exemplars, context_labels, readout,
-                            variants: list[Variant]) -> torch.Tensor:
-    out = []
-    for variant in variants:
-        def edit(act, hook, edits=[e for e in variant.edits]):
-            for e in edits:
-                if e.hook == hook.name:
-                    act[(slice(None), *e.index)] = e.source[(slice(None), *e.index)]
-            return act
-        hooks = [(name, edit) for name in {e.hook for e in variant.edits}]
-        with model.hooks(fwd_hooks=hooks):
-            out.append(model(exemplars, context_labels).gather(1, readout))
-    return torch.stack(out)
+def one_forward_per_variant(model, data, readout, variants, own=()) -> torch.Tensor:
+    """Each variant on its own: one full forward (every class's logits), then the readout labels picked."""
+    return torch.stack([intervene((*own, *v), model)(data.exemplars, data.context_labels, data.target)
+                        .gather(1, readout) for v in variants])
 
 
 @pytest.mark.parametrize("build", [handmade_model, deep_model], ids=["handmade", "3-layer"])
-def test_batched_ablation_equals_the_oracle(build):
+def test_batched_ablation_and_clamping_equal_the_oracle(build):
     model, data = build(), handmade_data("flip", n=24, relabel="flip")
-    _, cache = model.run_with_cache(data.exemplars, data.context_labels)
-    perm = torch.randperm(data.n, generator=torch.Generator().manual_seed(0))
-    variants, aliases = ablation_variants(cache, model.cfg.n_layers, model.cfg.n_heads, perm)
+    forward = intervene((), model)
+    _, baseline = forward.run_with_cache(data.exemplars, data.context_labels, data.target)
+    variants = [v for _, v in ablation_variants(model.cfg.n_layers, model.cfg.n_heads)[0]]
+    variants += [v for _, v in clamp_variants(model.cfg.n_layers, model.cfg.n_heads, (0.0, 0.3, 1.0))]
     readout = readout_labels(data.context_labels, data.target)
-    run = [v for i, v in enumerate(variants) if i not in aliases]  # aliases: moot clamps, tested in _readout
-    expected = one_forward_per_variant(model, data.exemplars, data.context_labels, readout, run)
+    expected = one_forward_per_variant(model, data, readout, variants)
     for max_rows in (data.n, 5 * data.n + 3, 1 << 20):  # one variant per pass, uneven chunks, one pass per start
-        got = run_variants(model, data.exemplars, data.context_labels, readout, run, cache, max_rows)
-        assert torch.allclose(got, expected, atol=1e-5)
+        got = forward.run_variants(data.exemplars, data.context_labels, data.target, variants, readout, baseline,
+                                   max_rows=max_rows)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    without_baseline = forward.run_variants(data.exemplars, data.context_labels, data.target, variants, readout)
+    torch.testing.assert_close(without_baseline, expected, atol=1e-5, rtol=0)
+
+
+def test_the_runs_own_interventions_apply_to_every_variant():
+    model, data = deep_model(), handmade_data("ciwl", n=20, burstiness=0, assign_query_label_random=True)
+    own = tuple(parse_spec(s) for s in ("ablate:0:1", "induction:2:0:0.7", "copy:2:1"))
+    forward = intervene(own, model)
+    _, baseline = forward.run_with_cache(data.exemplars, data.context_labels, data.target)
+    variants = [(), (parse_spec("ablate:1:0"),), (parse_spec("ablate:2:1"),), (parse_spec("ablate_embed"),),
+                (parse_spec("prev_token:0:0:1"),), (parse_spec("temperature:2:1:3"),)]
+    readout = readout_labels(data.context_labels, data.target)
+    got = forward.run_variants(data.exemplars, data.context_labels, data.target, variants, readout, baseline,
+                               max_rows=50)
+    torch.testing.assert_close(got, one_forward_per_variant(model, data, readout, variants, own), atol=1e-5, rtol=0)
+    assert (got[1:] - got[:1]).abs().amax() > 0.01
 
 
 def test_batched_patching_equals_the_oracle():
     model = deep_model()
+    forward = intervene((), model)
     [pair] = build_pairs({"flip": handmade_data("flip", n=16, relabel="flip")})
-    _, clean = model.run_with_cache(pair.clean.exemplars, pair.clean.context_labels)
-    _, corrupt = model.run_with_cache(pair.corrupt.exemplars, pair.corrupt.context_labels)
-    variants = patch_variants(clean, model.cfg.n_layers, model.cfg.n_heads, n_pos=5)
-    args = (model, pair.corrupt.exemplars, pair.corrupt.context_labels, pair.answers)
-    expected = one_forward_per_variant(*args, variants)
-    got = run_variants(*args, variants, corrupt, max_rows=7 * pair.corrupt.n)
-    assert torch.allclose(got, expected, atol=1e-5)
+    x, y, t = pair.corrupt.exemplars, pair.corrupt.context_labels, pair.corrupt.target
+    _, clean = forward.run_with_cache(pair.clean.exemplars, pair.clean.context_labels)
+    _, corrupt = forward.run_with_cache(x, y)
+    variants = [(patch,) for _, patch in patch_variants(model.cfg.n_layers, model.cfg.n_heads, n_pos=5)]
+    expected = []
+    with torch.no_grad():
+        for (patch,) in variants:  # the oracle writes the clean activation in by hand
+            name, index = patch.hook_name(model.model_config), (slice(None), *patch.index())
+
+            def write(act, hook, name=name, index=index):
+                act = act.clone()
+                act[index] = clean[name][index]
+                return act
+            with model.hooked([(name, write)]):
+                expected.append(model(x, y).gather(1, pair.answers))
+    got = forward.run_variants(x, y, t, variants, pair.answers, corrupt, source=clean, max_rows=7 * pair.corrupt.n)
+    torch.testing.assert_close(got, torch.stack(expected), atol=1e-5, rtol=0)
     assert (got - got[:1]).abs().amax() > 0.01  # the patches change the answer somewhere

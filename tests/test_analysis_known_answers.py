@@ -4,10 +4,12 @@ import pandas as pd
 import pytest
 import torch
 
-from coopetition.analysis.ablation import HEAD_METHODS, ablation_rows
+from coopetition.analysis.ablation import HEAD_METHODS, ablation_rows, variant_scores
+from coopetition.analysis.clamp import clamp_variants
 from coopetition.analysis.pairs import build_pairs
 from coopetition.analysis.patching import agreement, patching_rows
 from coopetition.analysis.progress import head_measures
+from coopetition.interventions import intervene
 from tests.analysis_handmade import INDUCTION, PREV_HEADS, handmade_data, handmade_model
 
 
@@ -22,9 +24,14 @@ def flip():
 
 
 @pytest.fixture(scope="module")
-def flip_ablation_rows(model, flip):
-    _, cache = model.run_with_cache(flip.exemplars, flip.context_labels)
-    return pd.DataFrame(ablation_rows(model, flip, cache, seed=0, max_rows=4096))
+def forward(model):
+    return intervene((), model)
+
+
+@pytest.fixture(scope="module")
+def flip_ablation_rows(forward, flip):
+    _, cache = forward.run_with_cache(flip.exemplars, flip.context_labels, flip.target)
+    return pd.DataFrame(ablation_rows(forward, flip, cache, max_rows=4096))
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +79,11 @@ def test_layer_ablations_and_composition(flip_ablation, flip_ablation_prob):
 
 
 @pytest.fixture(scope="module")
-def flip_patching(model, flip):
+def flip_patching(forward, flip):
     [pair] = build_pairs({"flip": flip.head(96)})
-    clean_logits, clean = model.run_with_cache(pair.clean.exemplars, pair.clean.context_labels)
-    corrupt_logits, corrupt = model.run_with_cache(pair.corrupt.exemplars, pair.corrupt.context_labels)
-    return pd.DataFrame(patching_rows(model, pair, clean, clean_logits, corrupt, corrupt_logits, 4096))
+    clean_logits, clean = forward.run_with_cache(pair.clean.exemplars, pair.clean.context_labels)
+    corrupt_logits, corrupt = forward.run_with_cache(pair.corrupt.exemplars, pair.corrupt.context_labels)
+    return pd.DataFrame(patching_rows(forward, pair, clean, clean_logits, corrupt, corrupt_logits, 4096))
 
 
 def test_patching_the_final_residual_at_the_query_transfers_the_clean_answer(flip_patching):
@@ -122,3 +129,39 @@ def test_on_ciwl_data_the_icl_model_is_at_chance(model):
     _, cache = model.run_with_cache(ciwl.exemplars, ciwl.context_labels)
     assert abs(float(head_measures(model, ciwl, cache)["induction_strength"][INDUCTION])) < 0.1
     assert torch.isfinite(cache["blocks.1.attn.hook_pattern"]).all()
+
+
+@pytest.fixture(scope="module")
+def clamped(model, forward, flip):
+    """Clamp scores on Flip: ``{(intervention, condition, head, strength): (acc, prob)}``."""
+    strengths = (0.0, 0.25, 0.5, 0.75, 1.0)
+    variants = clamp_variants(2, 4, strengths)
+    _, cache = forward.run_with_cache(flip.exemplars, flip.context_labels, flip.target)
+    scores = variant_scores(forward, flip, cache, [v for _, v in variants], 4096)
+    return {(lab["intervention"], lab["condition"], lab["head"], lab["strength"]):
+            (scores["in_context_acc"][i], scores["in_context_prob"][i]) for i, (lab, _) in enumerate(variants)}
+
+
+def test_the_isolated_induction_head_is_a_copier(clamped):
+    """C25 Fig 2b on a known copier: accuracy follows the clamped strength, and at delta 0 the two labels tie."""
+    head = "L{}H{}".format(*INDUCTION)
+    curve = [clamped["induction", "isolated", head, s] for s in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert curve[0][0] == 0.0 and curve[-1][0] == 1.0
+    assert [p for _, p in curve] == sorted(p for _, p in curve)  # monotone in the probability
+    assert curve[2][1] == pytest.approx(0.5, abs=1e-4)  # delta 0: equal mass on both labels
+
+
+def test_clamping_a_head_that_copies_nothing_does_nothing(clamped):
+    """A head that writes a constant: with its layer-mates kept (the induction head still works), any clamp of it
+    leaves Flip at 1; isolated, it carries no label at all, so both labels tie at every strength."""
+    for s in (0.0, 0.5, 1.0):
+        assert clamped["induction", "others_kept", "L1H0", s][0] == 1.0
+        assert clamped["induction", "isolated", "L1H0", s][1] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_a_previous_token_clamp_of_one_redundant_head_keeps_icl(clamped):
+    """Each of the three previous-token heads carries a third of the signal: clamping one to a perfect previous-
+    token pattern changes nothing, and setting it to self attention (S = 0) with the others kept still leaves ICL."""
+    for l, h in PREV_HEADS:
+        assert clamped["prev_token", "others_kept", f"L{l}H{h}", 1.0][0] == 1.0
+        assert clamped["prev_token", "others_kept", f"L{l}H{h}", 0.0][0] > 0.97

@@ -1,9 +1,9 @@
-"""The cheap readout and the batched-variant runner reproduce the model's own forward pass."""
+"""The label readout and the batched-variant runner reproduce the model's own forward pass."""
 
 import torch
 
-from coopetition.analysis.edits import Edit, Variant, run_variants
 from coopetition.analysis.readout import in_context_scores, readout_labels
+from coopetition.interventions import intervene, parse_spec
 from coopetition.model import ICLTransformer, ModelConfig
 from coopetition.task.metrics import query_metrics
 from tests.analysis_handmade import handmade_data
@@ -19,8 +19,10 @@ def test_readout_matches_the_models_logits_and_metrics():
     readout = readout_labels(data.context_labels, data.target)
     with torch.no_grad():
         full = model(data.exemplars, data.context_labels)
-    [clean] = run_variants(model, data.exemplars, data.context_labels, readout, [Variant({})])
-    assert torch.allclose(clean, full.gather(1, readout), atol=1e-5)
+        picked = model(data.exemplars, data.context_labels, labels=readout)
+        [clean] = intervene((), model).run_variants(data.exemplars, data.context_labels, data.target, [()], readout)
+    torch.testing.assert_close(picked, full.gather(1, readout), atol=1e-5, rtol=0)
+    torch.testing.assert_close(clean, picked, atol=0, rtol=0)
     ours = in_context_scores(clean, data.context_labels, data.target)
     ref = query_metrics(full, data.target, data.context_labels)
     for metric in ("in_context_acc", "in_context_prob"):
@@ -29,29 +31,26 @@ def test_readout_matches_the_models_logits_and_metrics():
 
 def test_starting_from_the_cached_residual_changes_nothing():
     model, data = random_model(), handmade_data("flip", relabel="flip")
-    _, cache = model.run_with_cache(data.exemplars, data.context_labels)
-    zero = torch.zeros_like(cache["blocks.1.attn.hook_z"][:1])
-    variants = [Variant({"v": "l1"}, (Edit("blocks.1.attn.hook_z", zero, (slice(None), 0)),)),
-                Variant({"v": "l0"}, (Edit("blocks.0.attn.hook_z", zero, (slice(None), 1)),)),
-                Variant({"v": "clamped"}, (Edit("blocks.0.attn.hook_pattern", cache["blocks.0.attn.hook_pattern"],
-                                                clamp=True),))]
+    forward = intervene((), model)
+    _, cache = forward.run_with_cache(data.exemplars, data.context_labels)
+    variants = [(parse_spec("ablate:1:0"),), (parse_spec("ablate:0:1"),), (parse_spec("preserve:patterns:0"),), ()]
     readout = readout_labels(data.context_labels, data.target)
-    fast = run_variants(model, data.exemplars, data.context_labels, readout, variants, base=cache, max_rows=300)
-    slow = run_variants(model, data.exemplars, data.context_labels, readout, variants)
-    assert torch.allclose(fast, slow, atol=1e-5)
+    args = (data.exemplars, data.context_labels, data.target, variants, readout)
+    fast = forward.run_variants(*args, baseline=cache, max_rows=300)
+    slow = forward.run_variants(*args)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
     assert not torch.allclose(fast[0], fast[2])  # the ablation did something; the clamp did not
-    assert torch.allclose(fast[2], run_variants(model, data.exemplars, data.context_labels, readout, [Variant({})])[0],
-                          atol=1e-5)
+    torch.testing.assert_close(fast[2], fast[3], atol=1e-5, rtol=0)
 
 
 def test_keeping_patterns_or_values_is_moot_for_a_last_layer_head():
     """Why ablation reports zero_keep_* of last-layer units as plain zero without running them."""
     model, data = random_model(2), handmade_data("train")
-    _, cache = model.run_with_cache(data.exemplars, data.context_labels)
-    zero = Edit("blocks.1.attn.hook_z", torch.zeros_like(cache["blocks.1.attn.hook_z"][:1]), (slice(None), 1))
-    keep = [Edit(f"blocks.{l}.attn.hook_{what}", cache[f"blocks.{l}.attn.hook_{what}"], clamp=True)
-            for l in range(2) for what in ("pattern", "v")]
+    forward = intervene((), model)
+    _, cache = forward.run_with_cache(data.exemplars, data.context_labels)
     readout = readout_labels(data.context_labels, data.target)
-    plain, kept = run_variants(model, data.exemplars, data.context_labels, readout,
-                               [Variant({}, (zero,)), Variant({}, (zero, *keep))])
-    assert torch.allclose(plain, kept, atol=1e-6)
+    plain, kept = forward.run_variants(data.exemplars, data.context_labels, data.target,
+                                       [(parse_spec("ablate:1:1"),),
+                                        (parse_spec("ablate:1:1"), parse_spec("preserve:patterns+values"))],
+                                       readout, cache)
+    torch.testing.assert_close(plain, kept, atol=1e-6, rtol=0)

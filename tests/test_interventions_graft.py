@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from coopetition.errors import ConfigError
-from coopetition.interventions import init_from_checkpoint, intervene
+from coopetition.interventions import intervene
 from coopetition.model import ICLTransformer
 from coopetition.store.checkpoint import file_sha256, load_tensors
 from coopetition.store.rundir import RunReader
 from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.loop import train
 from coopetition.train.setup import derive_sizes, eval_sets_for, load_run_bank, model_for
+from coopetition.train.sources import intervene_from_runs, resolve_sources
 from tests.conftest import tiny_run_config
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +53,7 @@ def source_model(run_dir, step=10):
 
 def test_graft_out_runs_our_early_layers_into_the_frozen_late_layers(source):
     ours, bank = fresh_model()
-    wrapped = intervene((f"graft_out:{source}@10:0",), ours, bank.fingerprint())
+    wrapped = intervene_from_runs((f"graft_out:{source}@10:0",), ours, bank.fingerprint())
     frozen = source_model(source)
     exemplars, labels, _ = batch(ours)
     _, cache = ours.run_with_cache(exemplars, labels)
@@ -64,7 +65,7 @@ def test_graft_out_runs_our_early_layers_into_the_frozen_late_layers(source):
 
 def test_graft_in_runs_our_late_layers_on_the_frozen_residual(source):
     ours, bank = fresh_model()
-    wrapped = intervene((f"graft_in:{source}@last:0",), ours, bank.fingerprint())
+    wrapped = intervene_from_runs((f"graft_in:{source}@last:0",), ours, bank.fingerprint())
     frozen = source_model(source)
     exemplars, labels, _ = batch(ours)
     _, cache = frozen.run_with_cache(exemplars, labels)
@@ -79,7 +80,7 @@ def test_graft_in_runs_our_late_layers_on_the_frozen_residual(source):
 
 def test_graft_out_gradients_reach_only_our_early_layers_and_frozen_weights_never_change(source):
     ours, bank = fresh_model()
-    wrapped = intervene((f"graft_out:{source}@10:0",), ours, bank.fingerprint())
+    wrapped = intervene_from_runs((f"graft_out:{source}@10:0",), ours, bank.fingerprint())
     frozen = wrapped.sources[0]
     frozen_before = {k: v.clone() for k, v in frozen.state_dict().items()}
     ours_before = {k: v.clone() for k, v in ours.state_dict().items()}
@@ -103,7 +104,7 @@ def test_graft_out_gradients_reach_only_our_early_layers_and_frozen_weights_neve
 
 def test_other_interventions_address_the_grafted_network(source):
     ours, bank = fresh_model()
-    wrapped = intervene((f"graft_out:{source}@10:0", "induction:1:0:1.0"), ours, bank.fingerprint())
+    wrapped = intervene_from_runs((f"graft_out:{source}@10:0", "induction:1:0:1.0"), ours, bank.fingerprint())
     exemplars, labels, target = batch(ours)
     _, cache = wrapped.run_with_cache(exemplars, labels, target)
     correct = torch.where(labels[:, 0] == target, 1, 3)
@@ -119,7 +120,9 @@ def test_training_with_graft_out_keeps_the_source_and_evaluates_intervened(tmp_p
     assert file_sha256(source / "checkpoints" / "step_00000000010.safetensors") == sha
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
     assert meta["config"]["interventions"] == [f"graft_out:{source}@10:0"]
-    assert meta["derived"]["graft_sources"][0]["step"] == 10
+    assert meta["derived"]["sources"][0]["step"] == 10
+    kept = RunReader.open(tmp_path / "run").sources()[0]  # the run keeps the very bytes it grafted
+    assert kept["sha256"] == sha and file_sha256(tmp_path / "run" / kept["file"]) == sha
     first, last = (load_tensors(tmp_path / "run" / "checkpoints" / f"step_{s:011d}.safetensors")[0] for s in (0, 10))
     assert torch.equal(first["blocks.1.attn.W_Q"], last["blocks.1.attn.W_Q"])  # bypassed: never updated
     assert not torch.equal(first["blocks.0.attn.W_Q"], last["blocks.0.attn.W_Q"])
@@ -183,15 +186,16 @@ def test_graft_from_another_bank_or_an_intervened_run_is_refused(tmp_path, sourc
         meta["derived"]["bank_fingerprint"] = "0000"
     ours, bank = fresh_model()
     with pytest.raises(ConfigError, match="another exemplar bank"):
-        intervene((f"graft_out:{edited_copy(source, tmp_path / 'a', other_bank)}@10:0",), ours, bank.fingerprint())
+        intervene_from_runs((f"graft_out:{edited_copy(source, tmp_path / 'a', other_bank)}@10:0",), ours, bank.fingerprint())
 
     def intervened(meta):
         meta["config"]["interventions"] = ["ablate:0:0"]
     with pytest.raises(ConfigError, match="trained with interventions"):
-        intervene((f"graft_out:{edited_copy(source, tmp_path / 'b', intervened)}@10:0",), ours, bank.fingerprint())
+        intervene_from_runs((f"graft_out:{edited_copy(source, tmp_path / 'b', intervened)}@10:0",), ours, bank.fingerprint())
     with pytest.raises(ConfigError, match="different architecture"):
-        other, _ = fresh_model(replace(tiny_run_config(), model=replace(tiny_run_config().model, n_layers=1)))
-        init_from_checkpoint(other, f"{source}@10", bank.fingerprint())
+        config = replace(tiny_run_config(init_from=f"{source}@10"), model=replace(tiny_run_config().model, n_layers=1))
+        other, _ = fresh_model(config)
+        resolve_sources(config, other, bank.fingerprint())
 
 
 def test_training_curve_is_recorded_with_graft(tmp_path, source):

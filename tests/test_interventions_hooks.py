@@ -25,8 +25,8 @@ def inputs(batch: int = 6, ctx: int = 2, seed: int = 0):
     return exemplars, labels, target
 
 
-def run(model, specs, data, names_filter=None):
-    return intervene(specs, model).run_with_cache(*data, names_filter=names_filter)
+def run(model, specs, data, names=None):
+    return intervene(specs, model).run_with_cache(*data, names=names)
 
 
 def test_no_intervention_is_the_bare_model():
@@ -82,11 +82,26 @@ def test_pattern_preserving_ablation_leaves_downstream_patterns_bit_identical():
     assert torch.count_nonzero(preserved["blocks.0.attn.hook_z"]) == 0  # the ablation itself still happened
 
 
-@pytest.mark.parametrize("specs", [("preserve:values", "ablate:0:1"), ("ablate:0:1", "preserve:values")])
+@pytest.mark.parametrize("specs", [("preserve:values", "ablate:0:1"), ("ablate:0:1", "preserve:values"),
+                                   ("preserve:patterns+values", "ablate:0:1:mean")])
 def test_ablation_wins_over_preservation_in_either_order(specs):
     model, data = tiny_model(), inputs()
+    _, clean = model.run_with_cache(*data[:2])
     _, cache = run(model, specs, data)
-    assert torch.count_nonzero(cache["blocks.0.attn.hook_v"][:, :, 1]) == 0
+    expected = clean["blocks.0.attn.hook_z"][:, :, 1].mean(0, keepdim=True) if specs[1].endswith("mean") else 0.0
+    torch.testing.assert_close(cache["blocks.0.attn.hook_z"][:, :, 1],
+                               torch.zeros_like(clean["blocks.0.attn.hook_z"][:, :, 1]) + expected, rtol=0, atol=1e-6)
+
+
+def test_mean_and_resample_ablation_use_the_clean_batch():
+    model, data = tiny_model(), inputs()
+    _, clean = model.run_with_cache(*data[:2])
+    z = clean["blocks.1.attn.hook_z"]
+    _, mean = run(model, ("ablate:1:0:mean",), data)
+    _, resample = run(model, ("ablate:1:0:resample",), data)
+    torch.testing.assert_close(mean["blocks.1.attn.hook_z"][:, :, 0], z[:, :, 0].mean(0).expand(6, -1, -1))
+    assert torch.equal(resample["blocks.1.attn.hook_z"][:, :, 0], z[[5, 0, 1, 2, 3, 4], :, 0])  # the previous one
+    assert torch.equal(mean["blocks.1.attn.hook_z"][:, :, 1], z[:, :, 1])
 
 
 @pytest.mark.parametrize("positional, q, k", [("learned", "hook_q", "hook_k"), ("rotary", "hook_rot_q", "hook_rot_k")])

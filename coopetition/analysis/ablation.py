@@ -1,110 +1,118 @@
-"""Head, layer and embedding ablations (C25 section 5.3), every one a ``Variant`` of one batched pass.
+"""Head, layer and embedding ablations (C25 section 5.3), every one a list of interventions run in one batched pass.
 
-Units and methods (``unit`` / ``method`` columns of ``ablation.csv``):
+Units and methods (``unit`` / ``method`` columns of ``ablation.csv``; ``intervention`` holds the exact specs, the
+same that ``train --intervene`` and ``analyze --intervene`` take):
 
 - ``L{l}H{h}`` (one head), ``L{l}`` (all heads of layer l), ``all_heads``, each with
-  ``zero`` (the head writes nothing: its ``hook_z`` is 0, the same as the reference's zeroed values since attention
-  biases are 0), ``mean`` (its output replaced by the eval-set mean per position), ``resample`` (by the output on
-  another sequence of the set, one fixed permutation), ``zero_keep_patterns`` (zero, with every layer's attention
-  pattern clamped to the clean pass: only value/direct paths of the ablation count) and ``zero_keep_values``
-  (zero, with every layer's values clamped to the clean pass: only query/key paths and the direct path count).
-- ``qkv_composition``: layer 0 zero-ablated while layer 1's queries, keys and values are all clamped to the clean
-  pass (``recompute_none``: what layer 0 adds directly), or all but one (``recompute_q`` / ``_k`` / ``_v``: how much
+  ``zero`` (``ablate:l:h``: the head writes nothing), ``mean`` (``ablate:l:h:mean``: its output replaced by the
+  eval-set mean per position), ``resample`` (``ablate:l:h:resample``: by its output on the next sequence of the
+  set), ``zero_keep_patterns`` (``ablate`` + ``preserve:patterns``: only value/direct paths of the ablation count)
+  and ``zero_keep_values`` (``ablate`` + ``preserve:values``: only query/key paths and the direct path count).
+- ``qkv_composition``: layer 0 zero-ablated while layer 1's queries, keys and values are all clamped to the baseline
+  (``recompute_none``: what layer 0 adds directly), or all but one (``recompute_q`` / ``_k`` / ``_v``: how much
   of layer 0's effect reaches layer 1 through Q-, K- or V-composition), or none (``recompute_all`` = ``L0`` zero).
   Later layers (a deeper model) run normally.
 - ``token_embed``: the token (exemplar and label) embeddings zeroed, positions kept; ``zero`` alone, and
   ``zero_keep_patterns_values`` (all patterns and values clamped), which removes only the direct
   embedding-to-unembedding path (the reference's 96.7 % experiment).
 
-Reported: ``in_context_acc``, ``in_context_prob`` and ``target_logit_diff`` (see ``readout.in_context_scores``)
-averaged over the sequences, and ``delta`` from the clean pass.
+"Clean" (and what ``preserve`` restores) is the analysed baseline: the run's own network with its own interventions
+and any added with ``--intervene``. Reported: ``in_context_acc``, ``in_context_prob`` and ``target_logit_diff``
+(see ``readout.in_context_scores``) averaged over the sequences, and ``delta`` from the baseline.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import ClassVar
 
-from coopetition.analysis.edits import Edit, Variant, run_variants
+from coopetition.analysis.base import Analysis, Checkpoint
 from coopetition.analysis.loading import EvalData
 from coopetition.analysis.readout import in_context_scores, readout_labels
-from coopetition.model import ICLTransformer
-from coopetition.model.hooked import ActivationCache
+from coopetition.interventions import Ablate, AblateEmbedding, Intervened, Intervention, Preserve
 
 HEAD_METHODS = ("zero", "mean", "resample", "zero_keep_patterns", "zero_keep_values")
-QKV_UNITS = ("recompute_none", "recompute_q", "recompute_k", "recompute_v", "recompute_all")
+QKV_UNITS = {"recompute_none": ("queries", "keys", "values"), "recompute_q": ("keys", "values"),
+             "recompute_k": ("queries", "values"), "recompute_v": ("queries", "keys"), "recompute_all": ()}
 METRICS = ("in_context_acc", "in_context_prob", "target_logit_diff")
 
 
-def _clamp_all(cache: ActivationCache, n_layers: int, what: str) -> list[Edit]:
-    return [Edit(f"blocks.{l}.attn.hook_{what}", cache[f"blocks.{l}.attn.hook_{what}"], clamp=True)
-            for l in range(n_layers)]
+def _head_variant(heads: tuple, method: str) -> tuple[Intervention, ...]:
+    if method in ("zero", "mean", "resample"):
+        return (Ablate(heads, method),)
+    keep = {"zero_keep_patterns": "patterns", "zero_keep_values": "values"}[method]
+    return Ablate(heads), Preserve((keep,))
 
 
-def _ablate(cache: ActivationCache, layer: int, heads: int | slice, method: str, perm: torch.Tensor) -> Edit:
-    name = f"blocks.{layer}.attn.hook_z"
-    z = cache[name]
-    source = {"mean": z.mean(0, keepdim=True), "resample": z[perm]}.get(method, torch.zeros_like(z[:1]))
-    return Edit(name, source, (slice(None), heads))
+def ablation_variants(n_layers: int, n_heads: int) -> tuple[list[tuple[dict, tuple[Intervention, ...]]],
+                                                            dict[int, int]]:
+    """``[(labels, interventions)]`` and ``aliases``: variant index -> index of an identical variant (not run).
 
-
-def _keep(cache: ActivationCache, n_layers: int, method: str) -> list[Edit]:
-    what = {"zero_keep_patterns": "pattern", "zero_keep_values": "v"}.get(method)
-    return _clamp_all(cache, n_layers, what) if what else []
-
-
-def _keep_is_moot(layers: set[int], n_layers: int) -> bool:
-    """Clamping patterns or values only changes layers that compute after the ablated ones. A unit that reaches the
-    last layer (a last-layer head or layer, ``all_heads``) leaves nothing downstream, so "keep" equals plain zero."""
-    return max(layers) == n_layers - 1
-
-
-def ablation_variants(cache: ActivationCache, n_layers: int, n_heads: int,
-                      perm: torch.Tensor) -> tuple[list[Variant], dict[int, int]]:
-    """The variants to run, and ``aliases``: variant index -> index of an identical variant (not run again)."""
-    units: list[tuple[str, list[tuple[int, int | slice]]]] = [
-        (f"L{l}H{h}", [(l, h)]) for l in range(n_layers) for h in range(n_heads)]
-    units += [(f"L{l}", [(l, slice(None))]) for l in range(n_layers)]
-    units += [("all_heads", [(l, slice(None)) for l in range(n_layers)])]
+    Keeping patterns or values only changes layers that compute after the ablated ones, so for a unit that reaches
+    the last layer (a last-layer head or layer, ``all_heads``) "keep" equals plain zero."""
+    units = [(f"L{l}H{h}", ((l, h),)) for l in range(n_layers) for h in range(n_heads)]
+    units += [(f"L{l}", ((l, None),)) for l in range(n_layers)]
+    units += [("all_heads", tuple((l, None) for l in range(n_layers)))]
     variants, aliases = [], {}
-    for unit, targets in units:
+    for unit, heads in units:
         zero_index = len(variants)
-        moot = _keep_is_moot({layer for layer, _ in targets}, n_layers)
+        moot = max(layer for layer, _ in heads) == n_layers - 1
         for method in HEAD_METHODS:
             if moot and method.startswith("zero_keep"):
                 aliases[len(variants)] = zero_index
-                variants.append(Variant({"unit": unit, "method": method}))
-                continue
-            edits = [_ablate(cache, layer, heads, method, perm) for layer, heads in targets]
-            variants.append(Variant({"unit": unit, "method": method}, tuple(edits + _keep(cache, n_layers, method))))
+            variants.append(({"unit": unit, "method": method}, _head_variant(heads, method)))
     if n_layers >= 2:
-        ablate_l0 = _ablate(cache, 0, slice(None), "zero", perm)
-        for unit in QKV_UNITS:
-            kept = {"recompute_none": "qkv", "recompute_q": "kv", "recompute_k": "qv", "recompute_v": "qk",
-                    "recompute_all": ""}[unit]
-            clamps = [Edit(f"blocks.1.attn.hook_{c}", cache[f"blocks.1.attn.hook_{c}"], clamp=True) for c in kept]
-            variants.append(Variant({"unit": unit, "method": "qkv_composition"}, (ablate_l0, *clamps)))
-    embed = Edit("hook_embed", torch.zeros_like(cache["hook_embed"][:1]))
-    variants.append(Variant({"unit": "token_embed", "method": "zero"}, (embed,)))
-    keep = _clamp_all(cache, n_layers, "pattern") + _clamp_all(cache, n_layers, "v")
-    variants.append(Variant({"unit": "token_embed", "method": "zero_keep_patterns_values"}, (embed, *keep)))
+        for unit, kept in QKV_UNITS.items():
+            clamps = (Preserve(kept, (1,)),) if kept else ()
+            variants.append(({"unit": unit, "method": "qkv_composition"}, (Ablate(((0, None),)), *clamps)))
+    variants.append(({"unit": "token_embed", "method": "zero"}, (AblateEmbedding(),)))
+    variants.append(({"unit": "token_embed", "method": "zero_keep_patterns_values"},
+                     (AblateEmbedding(), Preserve(("patterns", "values")))))
     return variants, aliases
 
 
-def ablation_rows(model: ICLTransformer, data: EvalData, cache: ActivationCache, seed: int,
-                  max_rows: int) -> list[dict]:
-    """Rows ``unit, method, metric, value, delta`` for one checkpoint and evaluator (caller adds step/evaluator);
-    the unedited pass is the row ``unit="none", method="clean"``."""
-    perm = torch.randperm(data.n, generator=torch.Generator().manual_seed(seed)).to(data.classes.device)
-    found, aliases = ablation_variants(cache, model.cfg.n_layers, model.cfg.n_heads, perm)
-    variants = [Variant({"unit": "none", "method": "clean"})] + found
-    same_as = {i + 1: j + 1 for i, j in aliases.items()}  # indices shifted past the clean variant
+def variant_scores(forward: Intervened, data: EvalData, baseline, variants: list[tuple[Intervention, ...]],
+                   max_rows: int) -> dict[str, list[float]]:
+    """Mean ``in_context_acc``/``_prob``/``target_logit_diff`` of each variant (index 0 is usually the baseline)."""
+    logits = forward.run_variants(data.exemplars, data.context_labels, data.target, variants,
+                                  readout_labels(data.context_labels, data.target), baseline, max_rows=max_rows)
+    return {m: v.mean(dim=1).tolist() for m, v in in_context_scores(logits, data.context_labels, data.target).items()}
+
+
+def ablation_rows(forward: Intervened, data: EvalData, baseline, max_rows: int) -> list[dict]:
+    """Rows ``unit, method, intervention, metric, value, delta`` for one checkpoint and evaluator; the baseline is
+    the row ``unit="none", method="clean"``."""
+    cfg = forward.network.cfg
+    found, aliases = ablation_variants(cfg.n_layers, cfg.n_heads)
+    variants = [({"unit": "none", "method": "clean"}, ())] + found
+    same_as = {i + 1: j + 1 for i, j in aliases.items()}  # indices shifted past the baseline
     run = [i for i in range(len(variants)) if i not in same_as]
-    readout = readout_labels(data.context_labels, data.target)
-    computed = run_variants(model, data.exemplars, data.context_labels, readout, [variants[i] for i in run], cache,
-                            max_rows)
     row_of = {i: k for k, i in enumerate(run)}
-    logits = computed[[row_of[same_as.get(i, i)] for i in range(len(variants))]]
-    scores = {m: v.mean(dim=1).tolist() for m, v in in_context_scores(logits, data.context_labels,
-                                                                       data.target).items()}
-    return [{**variant.labels, "metric": m, "value": scores[m][i], "delta": scores[m][i] - scores[m][0]}
-            for i, variant in enumerate(variants) for m in METRICS]
+    scores = variant_scores(forward, data, baseline, [variants[i][1] for i in run], max_rows)
+    rows = []
+    for i, (labels, interventions) in enumerate(variants):
+        k = row_of[same_as.get(i, i)]
+        rows += [{**labels, "intervention": spec_text(interventions), "metric": m, "value": scores[m][k],
+                  "delta": scores[m][k] - scores[m][0]} for m in METRICS]
+    return rows
+
+
+def spec_text(interventions: tuple[Intervention, ...]) -> str:
+    return " + ".join(i.spec for i in interventions) or "none"
+
+
+class AblationAnalysis(Analysis):
+    name: ClassVar[str] = "ablation"
+    title: ClassVar[str] = "Head ablation"
+    caption: ClassVar[str] = ("Change in in-context accuracy when a head, a layer, all heads or the token embedding "
+                              "is ablated, and the Q/K/V-composition test (C25 section 5.3).")
+    tables: ClassVar[dict] = {"ablation": ("step", "sequences", "evaluator", "unit", "method", "intervention", "metric",
+                                           "value", "delta")}
+
+    def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
+        rows = []
+        for name in self.context.evaluators:
+            data = self.context.data[name]
+            _, cache = checkpoint.baseline(data)
+            rows += [{"evaluator": name, **r}
+                     for r in ablation_rows(self.context.forward, data, cache, self.config.max_rows)]
+        return {"ablation": rows}

@@ -1,7 +1,8 @@
 """``coopetition analyze RUN --checkpoint-range SPEC``: dissect a run's checkpoints; tables, figures, index.html.
 
 The command only parses, validates and calls ``coopetition.analysis.runner.analyze``; a bad run dir, SPEC,
-analysis or evaluator name is a one-line error with exit code 2.
+analysis, evaluator or intervention is a one-line error with exit code 2, and nothing is written. The lists of
+analyses and interventions in ``--help`` come from their registries.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from coopetition.analysis.config import ANALYSES, AnalysisConfig
+from coopetition.analysis.base import REGISTRY, names
+from coopetition.analysis.config import AnalysisConfig
 from coopetition.errors import ConfigError
+from coopetition.interventions import cli as intervention_cli
 
 
 def _names(text: str, what: str) -> tuple[str, ...]:
@@ -34,14 +37,16 @@ def _workers(text: str) -> int | None:
 
 def add_parser(subparsers) -> None:
     """Add the ``analyze`` subcommand to an argparse subparsers object (sets ``func``)."""
-    p = subparsers.add_parser("analyze", help="dissect a run across checkpoints (ablation, patching, probes, ...)",
-                              description=__doc__)
+    listing = "\n".join(f"  {n:<11} {REGISTRY[n].caption}" for n in names())
+    p = subparsers.add_parser("analyze", help="dissect a run across checkpoints (ablation, patching, clamping, ...)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog=f"analyses:\n{listing}\n\ninterventions (--intervene):\n"
+                                     f"{intervention_cli.registry_help(analysis=True)}")
     p.add_argument("run", type=Path, help="run directory written by `coopetition train`")
     p.add_argument("--checkpoint-range", dest="spec", required=True, metavar="SPEC",
                    help="steps: A:B (inclusive), A:B:K (every K-th), :B, A:, -20: (last 20), or a comma list; "
                         "a step that is not a checkpoint snaps to the nearest")
-    p.add_argument("--analyses", default=",".join(ANALYSES),
-                   help=f"comma list from {', '.join(ANALYSES)} (default: all)")
+    p.add_argument("--analyses", default=None, help=f"comma list from {', '.join(names())} (default: all)")
     p.add_argument("--evaluators", help="comma list of the run's evaluators (default: all)")
     p.add_argument("--out", type=Path, help="output folder (default: RUN/analysis)")
     p.add_argument("--device", default="cpu", help="torch device for the forward passes (default: cpu)")
@@ -60,6 +65,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--workers", type=_workers, default=d.workers,
                    help="worker processes over checkpoints, or 'auto' (one per core, >= 4 checkpoints each) "
                         f"(default: {d.workers or 'auto'})")
+    intervention_cli.add_analyze_arguments(p)
+    p.add_argument("--clamp-strengths", default=",".join(f"{x:g}" for x in d.clamp_strengths),
+                   help="clamped attention strengths S of the clamp analysis (default: 0,0.1,...,1)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"resample permutation and probe data (default: {d.seed})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # SPECs such as "-20:" start with "-"; let argparse take them as values, not as unknown options.
@@ -67,9 +75,18 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run_analyze)
 
 
+def _strengths(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--clamp-strengths must be a comma list of numbers in [0, 1], got {text!r}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
     return AnalysisConfig(
-        analyses=_names(args.analyses, "analyses"),
+        analyses=_names(args.analyses, "analyses") if args.analyses is not None else None,
+        interventions=intervention_cli.interventions_from_args(args),
+        clamp_strengths=_strengths(args.clamp_strengths),
         evaluators=_names(args.evaluators, "evaluators") if args.evaluators is not None else None,
         n_seqs=args.n_seqs, patch_seqs=args.patch_seqs, probe_seqs=args.probe_seqs,
         probe_classes=args.probe_classes, probe_steps=args.probe_steps, threads=args.threads, seed=args.seed,

@@ -8,9 +8,10 @@ import re
 from dataclasses import dataclass
 
 from coopetition.errors import ConfigError
+from coopetition.interventions import Intervention, parse_spec
 
-ANALYSES = ("strategies", "ablation", "patching", "probes", "progress")
 MIN_STEPS_PER_WORKER = 4
+STRENGTHS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class AnalysisConfig:
     - ``max_rows``: sequences per batched forward pass (variants x n_seqs are chunked to this). It bounds memory,
       and 2048 is also the fastest on a CPU: the activations of a chunk stay in cache (measured in docs/analyze.md).
     - ``seed``: resample-ablation permutation and probe data/splits.
+    - ``clamp_strengths``: the clamped attention strengths S of the ``clamp`` analysis (C25: 0, 0.1, ..., 1).
+    - ``interventions``: added on top of the run's own at every analysed checkpoint (``--intervene``); the analysed
+      baseline ("clean") is the network with both.
     - ``threads``: torch CPU threads (None: torch's default). One thread is the default because these batches are
       small and a second thread on a busy 2-core machine costs more in synchronisation than it gains.
     - ``workers``: checkpoints are split over this many worker processes (one torch thread each; ``threads`` is
@@ -36,7 +40,7 @@ class AnalysisConfig:
       2 cores this doubled ablation throughput on the quick run (docs/analyze.md, "Performance").
     """
 
-    analyses: tuple[str, ...] = ANALYSES
+    analyses: tuple[str, ...] | None = None  # None: every registered analysis
     evaluators: tuple[str, ...] | None = None
     n_seqs: int = 128
     patch_seqs: int = 64
@@ -49,13 +53,24 @@ class AnalysisConfig:
     device: str = "cpu"
     threads: int | None = 1
     workers: int | None = None
+    clamp_strengths: tuple[float, ...] = STRENGTHS
+    interventions: tuple[Intervention, ...] = ()
 
     def __post_init__(self) -> None:
+        from coopetition.analysis.base import names  # the registry imports every analysis module
+
+        object.__setattr__(self, "interventions", tuple(parse_spec(i) if isinstance(i, str) else i
+                                                        for i in self.interventions))
+        known = names()
+        if self.analyses is None:
+            object.__setattr__(self, "analyses", known)
         if not self.analyses:
-            raise ConfigError(f"no analysis requested; choose from {', '.join(ANALYSES)}")
-        unknown = [a for a in self.analyses if a not in ANALYSES]
+            raise ConfigError(f"no analysis requested; choose from {', '.join(known)}")
+        unknown = [a for a in self.analyses if a not in known]
         if unknown:
-            raise ConfigError(f"unknown analysis {unknown[0]!r}; choose from {', '.join(ANALYSES)}")
+            raise ConfigError(f"unknown analysis {unknown[0]!r}; choose from {', '.join(known)}")
+        if len(self.clamp_strengths) < 2 or not all(0 <= s <= 1 for s in self.clamp_strengths):
+            raise ConfigError(f"analysis.clamp_strengths must be >= 2 values in [0, 1], got {self.clamp_strengths}")
         if self.evaluators is not None and not self.evaluators:
             raise ConfigError("--evaluators is empty")
         for name, low in (("n_seqs", 2), ("patch_seqs", 2), ("probe_classes", 3), ("probe_seqs", 16),
@@ -76,7 +91,15 @@ class AnalysisConfig:
 
     @property
     def needs_model(self) -> bool:
-        return any(a != "strategies" for a in self.analyses)
+        from coopetition.analysis.base import get
+
+        return any(get(a).needs_model for a in self.analyses)
+
+    def to_dict(self) -> dict:
+        """JSON-able (interventions as their specs), for ``analysis.json``."""
+        out = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        out["interventions"] = [i.spec for i in self.interventions]
+        return out
 
     def n_workers(self, n_steps: int) -> int:
         """Worker processes for ``n_steps`` checkpoints (1: everything in this process)."""

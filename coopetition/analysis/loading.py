@@ -1,9 +1,10 @@
-"""From a run directory to what analyses consume: its config, checkpoints, a model to load them into, and the
-evaluator sequences with their features gathered.
+"""From a run directory to what analyses consume: its config, checkpoints, the network that ran, and the evaluator
+sequences with their features gathered.
 
 The model is built once per run and every checkpoint's state dict is loaded into it (building a HookedTransformer
-costs more than loading 2M floats). The run's own setup code (``train.setup``) builds it, so an analysed model is
-exactly the trained one.
+costs more than loading 2M floats). The run's own setup code (``train.setup``) builds it, and ``intervened`` wraps it
+with the run's own interventions, its grafts spliced from the run's kept source checkpoints, so an analysed network
+is exactly the one that was trained and evaluated.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -20,13 +22,17 @@ from torch import Tensor
 from coopetition.bank import ExemplarBank
 from coopetition.config import RunConfig, config_from_dict
 from coopetition.errors import CorruptCheckpointWarning, DataError
-from coopetition.model import ICLTransformer
+from coopetition.interventions import Intervened, Intervention, validated
 from coopetition.store.atomic import atomic_write
 from coopetition.store.checkpoint import CheckpointInfo, load_tensors, verify_file
 from coopetition.store.rundir import RunReader
 from coopetition.task.evaluators import EvaluatorSpec, load_eval_sets
 from coopetition.task.sampler import SequenceBatch, gather_features, sample_sequences
 from coopetition.train.setup import derive_sizes, load_run_bank, model_for
+from coopetition.train.sources import extra_graft_models, run_graft_models
+
+if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
+    from coopetition.model import ICLTransformer
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,10 @@ class LoadedRun:
         atomic_write(out_dir / "skipped_checkpoints.csv", lambda tmp: frame.to_csv(tmp, index=False))
         return tuple(str(info.path) for info, _ in self.skipped)
 
+    def eval_table(self) -> pd.DataFrame:
+        """The run's own ``eval.csv`` (what training measured at every eval step)."""
+        return RunReader(self.path).eval_table()
+
     def evaluator_specs(self) -> dict[str, EvaluatorSpec]:
         return {spec.name: spec for spec in self.config.eval.evaluators()}
 
@@ -112,6 +122,20 @@ class LoadedRun:
         for param in model.parameters():  # analyses never train; gradients are taken w.r.t. activations
             param.requires_grad_(False)
         return model
+
+    def check_added(self, added: tuple[Intervention, ...]) -> tuple[Intervention, ...]:
+        """Interventions an analysis adds on top of the run's own, checked against the run's architecture."""
+        return validated(added, self.config.model)
+
+    def intervened(self, bank: ExemplarBank, device: str | torch.device = "cpu",
+                   added: tuple[Intervention, ...] = ()) -> Intervened:
+        """The network that ran: the run's model with its own interventions (grafts from the run's kept source
+        checkpoints) and then ``added`` (grafts among them opened from the runs they name)."""
+        model = self.build_model(bank, device)
+        added = self.check_added(added)
+        sources = run_graft_models(RunReader(self.path), self.config, model)
+        sources += extra_graft_models(added, model, bank.fingerprint())
+        return Intervened(model, (*self.config.interventions, *added), sources)
 
     def eval_sets(self) -> dict[str, SequenceBatch]:
         path = self.path / "eval_sets.safetensors"

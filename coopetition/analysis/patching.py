@@ -5,7 +5,8 @@ sequences, normalised as (LD_patched - LD_corrupt) / (LD_clean - LD_corrupt): 1 
 alone restores the clean behaviour, 0 means it carries none of it. When the clean and corrupted runs differ by
 less than ``MIN_GAP`` logits the ratio is undefined and reported as NaN (the raw LDs are in the table).
 
-Exact patching runs the corrupted input with one clean activation written in (``edits.Variant``s, batched):
+Exact patching runs the corrupted input with one clean activation written in (the ``patch`` intervention, one
+variant per site, batched by ``Intervened.run_variants``):
 ``resid`` at every layer boundary x position (``layer`` L = after the last block), ``z`` (head output) per head over
 all positions (``position`` -1) and per position, and ``q``/``k``/``v``/``pattern`` per head. Attribution patching
 (Nanda 2023) estimates every one of those effects at once from one forward and one backward pass on the corrupted
@@ -16,13 +17,16 @@ the same.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar
+
 import torch
 
-from coopetition.analysis.edits import Edit, Variant, run_variants
-from coopetition.analysis.pairs import PatchPair
-from coopetition.analysis.readout import label_logits, query_normalized
-from coopetition.model import ICLTransformer
-from coopetition.model.hooked import ActivationCache
+from coopetition.analysis.base import Analysis, Checkpoint
+from coopetition.analysis.pairs import PatchPair, build_pairs
+from coopetition.interventions import Intervened, Patch
+
+if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
+    from coopetition.model import ActivationCache
 
 MIN_GAP = 0.1
 HEAD_PARTS = ("z", "q", "k", "v", "pattern")
@@ -38,19 +42,15 @@ def _where(component: str, layer: int, head: int = -1, position: int = -1) -> di
     return {"component": component, "layer": layer, "head": head, "position": position}
 
 
-def patch_variants(clean: ActivationCache, n_layers: int, n_heads: int, n_pos: int) -> list[Variant]:
-    variants = [Variant(_where("resid", l, -1, p), (Edit(name, clean[name], (p,)),))
-                for l, name in resid_points(n_layers) for p in range(n_pos)]
+def patch_variants(n_layers: int, n_heads: int, n_pos: int) -> list[tuple[dict, Patch]]:
+    """Every site patched, as ``(table labels, patch)``; ``position`` -1 = every position."""
+    variants = [(_where("resid", l, -1, p), Patch("resid", l, None, p)) for l in range(n_layers + 1)
+                for p in range(n_pos)]
     for l in range(n_layers):
         for h in range(n_heads):
-            z = f"blocks.{l}.attn.hook_z"
-            variants.append(Variant(_where("z", l, h), (Edit(z, clean[z], (slice(None), h)),)))
-            variants += [Variant(_where("z", l, h, p), (Edit(z, clean[z], (p, h)),)) for p in range(n_pos)]
-            for part in ("q", "k", "v"):
-                name = f"blocks.{l}.attn.hook_{part}"
-                variants.append(Variant(_where(part, l, h), (Edit(name, clean[name], (slice(None), h)),)))
-            name = f"blocks.{l}.attn.hook_pattern"
-            variants.append(Variant(_where("pattern", l, h), (Edit(name, clean[name], (h,)),)))
+            variants.append((_where("z", l, h), Patch("z", l, h)))
+            variants += [(_where("z", l, h, p), Patch("z", l, h, p)) for p in range(n_pos)]
+            variants += [(_where(part, l, h), Patch(part, l, h)) for part in ("q", "k", "v", "pattern")]
     return variants
 
 
@@ -59,33 +59,30 @@ def _normalise(ld: float, ld_clean: float, ld_corrupt: float) -> float:
     return (ld - ld_corrupt) / gap if abs(gap) >= MIN_GAP else float("nan")
 
 
-def attribution(model: ICLTransformer, pair: PatchPair, clean: ActivationCache,
+def attribution(forward: Intervened, pair: PatchPair, clean: ActivationCache,
                 corrupt: ActivationCache) -> dict[str, torch.Tensor]:
-    """Per-hook grad(mean LD) * (clean - corrupt), unreduced (shape of the activation)."""
-    names = [name for _, name in resid_points(model.cfg.n_layers)] + [
-        f"blocks.{l}.attn.hook_{part}" for l in range(model.cfg.n_layers) for part in HEAD_PARTS]
-    acts: dict[str, torch.Tensor] = {}
-
-    def store(act: torch.Tensor, hook) -> torch.Tensor:
-        acts[hook.name] = act
-        return act
-
-    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, store) for n in names]):
+    """Per-hook grad(mean LD) * (clean - corrupt), unreduced (shape of the activation), through the analysed
+    network (the run's interventions on)."""
+    n_layers = forward.network.cfg.n_layers
+    names = [name for _, name in resid_points(n_layers)] + [
+        f"blocks.{l}.attn.hook_{part}" for l in range(n_layers) for part in HEAD_PARTS]
+    with torch.enable_grad():
         exemplars = pair.corrupt.exemplars.clone().requires_grad_(True)  # so every activation carries a graph
-        logits = label_logits(model, query_normalized(model, exemplars, pair.corrupt.context_labels), pair.answers)
+        logits, acts = forward.capture(exemplars, pair.corrupt.context_labels, pair.corrupt.target, names,
+                                       labels=pair.answers)
         ld = (logits[:, 0] - logits[:, 1]).mean()
         grads = torch.autograd.grad(ld, [acts[n] for n in names], allow_unused=True)
     return {n: (g if g is not None else torch.zeros_like(acts[n])) * (clean[n] - corrupt[n]).detach()
             for n, g in zip(names, grads)}
 
 
-def _attribution_rows(model: ICLTransformer, attr: dict[str, torch.Tensor], gap: float) -> list[dict]:
+def _attribution_rows(n_layers: int, attr: dict[str, torch.Tensor], gap: float) -> list[dict]:
     scale = 1.0 / gap if abs(gap) >= MIN_GAP else float("nan")
     rows = []
-    for l, name in resid_points(model.cfg.n_layers):
+    for l, name in resid_points(n_layers):
         per_pos = attr[name].sum(dim=(0, 2))
         rows += [{**_where("resid", l, -1, p), "value": float(v) * scale} for p, v in enumerate(per_pos)]
-    for l in range(model.cfg.n_layers):
+    for l in range(n_layers):
         z = attr[f"blocks.{l}.attn.hook_z"]  # [batch, pos, head, d_head]
         for h, v in enumerate(z.sum(dim=(0, 1, 3))):
             rows.append({**_where("z", l, h), "value": float(v) * scale})
@@ -117,27 +114,53 @@ def agreement(exact: list[float], approx: list[float], top: int = 3) -> dict[str
             "top1_match": float(e.abs().argmax() == a.abs().argmax())}
 
 
-def patching_rows(model: ICLTransformer, pair: PatchPair, clean: ActivationCache, clean_logits: torch.Tensor,
+def patching_rows(forward: Intervened, pair: PatchPair, clean: ActivationCache, clean_logits: torch.Tensor,
                   corrupt: ActivationCache, corrupt_logits: torch.Tensor, max_rows: int) -> list[dict]:
     """Rows ``kind, component, layer, head, position, metric, value`` for one checkpoint and pair."""
     def ld(full_logits: torch.Tensor) -> float:
         picked = full_logits.detach().gather(1, pair.answers)
         return float((picked[:, 0] - picked[:, 1]).mean())
 
+    cfg = forward.network.cfg
     ld_clean, ld_corrupt = ld(clean_logits), ld(corrupt_logits)
     rows = [{"kind": "baseline", **_where(run, -1), "metric": "logit_diff", "value": value}
             for run, value in (("clean", ld_clean), ("corrupt", ld_corrupt))]
     n_pos = pair.corrupt.classes.shape[1] * 2 - 1
-    variants = patch_variants(clean, model.cfg.n_layers, model.cfg.n_heads, n_pos)
-    logits = run_variants(model, pair.corrupt.exemplars, pair.corrupt.context_labels, pair.answers, variants,
-                          corrupt, max_rows)
+    variants = patch_variants(cfg.n_layers, cfg.n_heads, n_pos)
+    logits = forward.run_variants(pair.corrupt.exemplars, pair.corrupt.context_labels, pair.corrupt.target,
+                                  [(patch,) for _, patch in variants], pair.answers, baseline=corrupt, source=clean,
+                                  max_rows=max_rows)
     patched = (logits[..., 0] - logits[..., 1]).mean(dim=1).tolist()
-    exact = [{"kind": "exact", **v.labels, "metric": "normalized_logit_diff",
-              "value": _normalise(x, ld_clean, ld_corrupt)} for v, x in zip(variants, patched)]
+    exact = [{"kind": "exact", **labels, "metric": "normalized_logit_diff",
+              "value": _normalise(x, ld_clean, ld_corrupt)} for (labels, _), x in zip(variants, patched)]
     approx = [{"kind": "attribution", **r, "metric": "normalized_logit_diff"}
-              for r in _attribution_rows(model, attribution(model, pair, clean, corrupt), ld_clean - ld_corrupt)]
+              for r in _attribution_rows(cfg.n_layers, attribution(forward, pair, clean, corrupt),
+                                         ld_clean - ld_corrupt)]
     heads = lambda rows: [r["value"] for r in rows if r["component"] == "z" and r["position"] == -1]  # noqa: E731
     agree = agreement(heads(exact), heads(approx))
     rows += exact + approx
     rows += [{"kind": "agreement", **_where("z", -1), "metric": m, "value": v} for m, v in agree.items()]
     return rows
+
+
+class PatchingAnalysis(Analysis):
+    name: ClassVar[str] = "patching"
+    title: ClassVar[str] = "Activation patching"
+    caption: ClassVar[str] = ("Exact activation patching (one site from the clean run into the corrupted run) and "
+                              "attribution patching, on clean/corrupted pairs built from the evaluators.")
+    tables: ClassVar[dict] = {"patching": ("step", "sequences", "pair", "kind", "component", "layer", "head",
+                                           "position", "metric", "value")}
+
+    def prepare(self) -> None:
+        data = self.context.data
+        self.pairs = build_pairs({k: d.head(self.config.patch_seqs) for k, d in data.items()})
+
+    def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
+        rows = []
+        for pair in self.pairs:
+            clean_logits, clean = checkpoint.baseline(pair.clean)
+            corrupt_logits, corrupt = checkpoint.baseline(pair.corrupt)
+            found = patching_rows(self.context.forward, pair, clean, clean_logits, corrupt, corrupt_logits,
+                                  self.config.max_rows)
+            rows += [{"pair": pair.name, **r} for r in found]
+        return {"patching": rows}

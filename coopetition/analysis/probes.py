@@ -18,13 +18,17 @@ information exists (causal mask) should sit at the majority baseline, which is r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar
+
 import torch
 
+from coopetition.analysis.base import Analysis, Checkpoint
 from coopetition.analysis.loading import EvalData
 from coopetition.analysis.patching import resid_points
 from coopetition.analysis.probe_fit import Target, fit_probes, split
-from coopetition.model import ICLTransformer
-from coopetition.model.hooked import ActivationCache
+
+if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
+    from coopetition.model import ActivationCache
 
 
 def _identity(values: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -52,10 +56,10 @@ def probe_targets(data: EvalData) -> list[Target]:
     return targets
 
 
-def probe_rows(model: ICLTransformer, data: EvalData, cache: ActivationCache, steps: int, l2: float,
+def probe_rows(n_layers: int, data: EvalData, cache: ActivationCache, steps: int, l2: float,
                seed: int) -> list[dict]:
     """Rows ``target, layer, position, metric (heldout_acc | chance), value`` for one checkpoint and evaluator."""
-    points = resid_points(model.cfg.n_layers)
+    points = resid_points(n_layers)
     resid = torch.stack([cache[name] for _, name in points])  # [site, n, pos, d]
     n_sites, n, n_pos, d = resid.shape
     features = resid.permute(0, 2, 1, 3).reshape(n_sites * n_pos, n, d)
@@ -67,3 +71,27 @@ def probe_rows(model: ICLTransformer, data: EvalData, cache: ActivationCache, st
             where = {"target": target, "layer": points[index // n_pos][0], "position": index % n_pos}
             rows += [{**where, "metric": "heldout_acc", "value": acc}, {**where, "metric": "chance", "value": chance}]
     return rows
+
+
+class ProbesAnalysis(Analysis):
+    name: ClassVar[str] = "probes"
+    title: ClassVar[str] = "Linear probes"
+    caption: ClassVar[str] = "Held-out accuracy of linear probes on the residual stream, per layer and position."
+    tables: ClassVar[dict] = {"probes": ("step", "sequences", "evaluator", "target", "layer", "position", "metric",
+                                         "value")}
+
+    def prepare(self) -> None:
+        run, cfg = self.context.run, self.config
+        self.sets = run.probe_data(self.context.bank, self.context.evaluators, cfg.probe_classes, cfg.probe_seqs, cfg.seed,
+                                   cfg.device)
+
+    def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
+        n_layers = self.context.network.cfg.n_layers
+        rows = []
+        for name in self.context.evaluators:
+            data = self.sets[name]
+            _, cache = self.context.timed("forward", self.context.forward.run_with_cache, data.exemplars,
+                                          data.context_labels, data.target, [n for _, n in resid_points(n_layers)])
+            found = probe_rows(n_layers, data, cache, self.config.probe_steps, self.config.probe_l2, self.config.seed)
+            rows += [{"evaluator": name, **r} for r in found]
+        return {"probes": rows}

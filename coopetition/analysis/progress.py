@@ -16,19 +16,24 @@
 - ``copy_score``: the same readout of the head's value output from each label token (as if it attended there
   fully), own label minus the other context labels, averaged over label tokens: > 0 means the head's OV circuit
   copies the label it attends to (C25's L2 "copier" heads).
-The mean attention pattern of every head goes to a separate long table (``attention_rows``).
+The mean attention pattern of every head goes to a separate long table (``attention_rows``). Weights are read from
+the network that ran (with a graft, the frozen source's layers).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from coopetition.analysis.base import Analysis, Checkpoint
 from coopetition.analysis.loading import EvalData
 from coopetition.analysis.readout import distinct_mask
-from coopetition.model import ICLTransformer
-from coopetition.model.hooked import ActivationCache
+
+if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
+    from coopetition.model import ActivationCache, ICLTransformer
 
 MEASURES = ("induction_strength", "prev_token_score", "prev_token_score_labels", "label_to_prev", "label_to_self",
             "dla", "copy_score")
@@ -123,3 +128,22 @@ def attention_rows(model: ICLTransformer, cache: ActivationCache) -> list[dict]:
                 rows += [{"layer": l, "head": h, "query_pos": q, "key_pos": k, "value": float(mean[h, q, k])}
                          for k in range(q + 1)]
     return rows
+
+
+class ProgressAnalysis(Analysis):
+    name: ClassVar[str] = "progress"
+    title: ClassVar[str] = "Progress measures"
+    caption: ClassVar[str] = "Per-head progress measures and mean attention patterns over training."
+    tables: ClassVar[dict] = {
+        "progress": ("step", "sequences", "evaluator", "measure", "layer", "head", "value"),
+        "progress_attention": ("step", "sequences", "evaluator", "layer", "head", "query_pos", "key_pos", "value")}
+
+    def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
+        network = self.context.network
+        progress, attention = [], []
+        for name in self.context.evaluators:
+            data = self.context.data[name]
+            _, cache = checkpoint.baseline(data)
+            progress += [{"evaluator": name, **r} for r in progress_rows(network, data, cache)]
+            attention += [{"evaluator": name, **r} for r in attention_rows(network, cache)]
+        return {"progress": progress, "progress_attention": attention}

@@ -1,10 +1,8 @@
-"""Cheap reads of a model's answer: the forward pass up to the final LayerNorm, then logits for a few labels only.
+"""In-context scores from the logits of a few labels (the context labels and the target).
 
-Interventions multiply the batch by the number of variants (heads x methods, positions x layers ...), and the full
-unembedding (C25: 12,800 classes) would dominate their cost, while every analysis metric needs the logits of the
-context labels only (in-context accuracy is an argmax over them; patching compares two labels). This module is the
-one place that reproduces ``ICLTransformer.forward`` step by step (TransformerLens hooks installed on the model
-apply as usual); ``tests/test_analysis_readout.py`` checks it against the model's own logits.
+Interventions multiply the batch by their number of variants, so analyses read out only these labels' logits
+(``ICLTransformer.unembed_query(..., labels)``) rather than every class (C25: 12,800); the scores here are exactly
+``task.metrics``'s ``in_context_acc`` / ``in_context_prob`` computed from them (``tests/test_analysis_readout.py``).
 """
 
 from __future__ import annotations
@@ -12,34 +10,6 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-
-from coopetition.model import ICLTransformer
-
-
-def query_normalized(model: ICLTransformer, exemplars: Float[Tensor, "batch item dim"],
-                     context_labels: Int[Tensor, "batch ctx"]) -> Float[Tensor, "batch d_model"]:
-    """The final-LayerNorm output at the query position (what the unembedding reads)."""
-    residual = model.hook_embed(model.embed(exemplars, context_labels))
-    if model.cfg.positional_embedding_type != "rotary":
-        n_pos = residual.shape[1]
-        residual = residual + model.hook_pos_embed(model.pos_embed.W_pos[:n_pos].expand_as(residual))
-    return query_normalized_from(model, residual, 0)
-
-
-def query_normalized_from(model: ICLTransformer, residual: Float[Tensor, "batch pos d_model"],
-                          start_layer: int) -> Float[Tensor, "batch d_model"]:
-    """The same from the residual stream entering block ``start_layer`` (its ``hook_resid_pre`` still fires)."""
-    residual = super(ICLTransformer, model).forward(residual, start_at_layer=start_layer,
-                                                    stop_at_layer=model.cfg.n_layers)
-    return model.ln_final(residual)[:, -1]
-
-
-def label_logits(model: ICLTransformer, normalized: Float[Tensor, "batch d_model"],
-                 labels: Int[Tensor, "batch k"]) -> Float[Tensor, "batch k"]:
-    """Logits of the given labels only (labels past the output layer read as the last class; callers avoid them)."""
-    labels = labels.clamp(max=model.n_outputs - 1)
-    columns = model.unembed.W_U.T[labels]  # [batch, k, d_model]
-    return torch.einsum("bd,bkd->bk", normalized, columns) + model.unembed.b_U[labels]
 
 
 def distinct_mask(context_labels: Int[Tensor, "batch ctx"]) -> torch.Tensor:

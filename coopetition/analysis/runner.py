@@ -1,10 +1,10 @@
-"""``analyze``: every requested analysis over the selected checkpoints, one shared clean pass per checkpoint and
-evaluator, tidy tables out, figures built from those tables.
+"""``analyze``: every requested analysis over the selected checkpoints, one shared baseline pass per checkpoint and
+sequence set, tidy tables out, figures built from those tables, and ``analysis.json`` saying exactly what ran.
 
-Per checkpoint the model is loaded once; per evaluator one ``run_with_cache`` pass feeds ablation (mean/resample
-sources, preserved patterns and values), patching (the clean or corrupted side of a pair, when it is an evaluator's
-own sequences), and progress measures; probes get one pass on their own probe sets. Compute time is accumulated
-per analysis (``AnalysisResult.seconds``; the shared passes under ``forward``) for the benchmark.
+The analysed network is the one that ran: the run's model with the run's own interventions (grafts spliced from the
+run's kept source checkpoints, clamps on), plus any added with ``AnalysisConfig.interventions``. Analyses come from
+the registry (``analysis.base``); each checkpoint is loaded once and handed to every analysis. Compute time is
+accumulated per analysis (``AnalysisResult.seconds``; the shared passes under ``forward``) for the benchmark.
 
 With ``config.workers`` > 1 the checkpoints are spread over worker processes (``workers.py``), each running the
 same per-checkpoint code; rows are merged in step order.
@@ -21,29 +21,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 
-from coopetition.analysis import ablation, patching, probes, progress, strategies
+from coopetition.analysis.base import Analysis, Checkpoint, Context, get
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.loading import EvalData, LoadedRun, load_checkpoint
-from coopetition.analysis.pairs import PatchPair, build_pairs
-from coopetition.analysis.selection import parse_spec, resolve
+from coopetition.analysis.loading import LoadedRun, load_checkpoint
+from coopetition.analysis.selection import Selection, parse_spec, resolve
 from coopetition.errors import ConfigError
-from coopetition.model import ICLTransformer
-from coopetition.model.hooked import ActivationCache
-from coopetition.store.atomic import atomic_write
+from coopetition.store.atomic import atomic_write, atomic_write_text
 from coopetition.store.checkpoint import CheckpointInfo
-from coopetition.store.rundir import RunReader
-
-TABLES = {
-    "strategies": ["step", "sequences", "evaluator", "metric", "value"],
-    "ablation": ["step", "sequences", "evaluator", "unit", "method", "metric", "value", "delta"],
-    "patching": ["step", "sequences", "pair", "kind", "component", "layer", "head", "position", "metric", "value"],
-    "probes": ["step", "sequences", "evaluator", "target", "layer", "position", "metric", "value"],
-    "progress": ["step", "sequences", "evaluator", "measure", "layer", "head", "value"],
-    "progress_attention": ["step", "sequences", "evaluator", "layer", "head", "query_pos", "key_pos", "value"],
-}
+from coopetition.store.rundir import RunReader, now_iso, package_versions
 
 
 class SelectionWarning(UserWarning):
@@ -53,7 +40,7 @@ class SelectionWarning(UserWarning):
 @dataclass(frozen=True)
 class AnalysisResult:
     """What was written, and where the time went: ``seconds`` (wall) and ``cpu_seconds`` (this process, all
-    threads) per analysis; the shared clean passes are ``forward``, checkpoint loading ``load``. With worker
+    threads) per analysis; the shared baseline passes are ``forward``, checkpoint loading ``load``. With worker
     processes both are summed over the workers (worker-seconds, not elapsed time)."""
 
     out_dir: Path
@@ -96,8 +83,78 @@ def _evaluators(run: LoadedRun, config: AnalysisConfig) -> tuple[str, ...]:
     return tuple(config.evaluators)
 
 
-ANALYSIS_TABLES = {"strategies": ("strategies",), "ablation": ("ablation",), "patching": ("patching",),
-                   "probes": ("probes",), "progress": ("progress", "progress_attention")}
+def build_context(run: LoadedRun, evaluators: tuple[str, ...], config: AnalysisConfig,
+                  timer: _Timer | None = None) -> tuple[Context, list[Analysis]]:
+    """The run's network (if any requested analysis needs it), its sequences, and one instance per analysis."""
+    context = Context(run, config, evaluators, timer=timer)
+    if config.needs_model:
+        device = torch.device(config.device)
+        context.bank = run.bank()
+        context.forward = run.intervened(context.bank, device, config.interventions)
+        context.data = run.eval_data(context.bank, evaluators, config.n_seqs, device)
+    return context, [get(name)(context) for name in config.analyses]
+
+
+def checkpoint_rows(context: Context, analyses: list[Analysis], info: CheckpointInfo) -> dict[str, list[dict]]:
+    """Every model analysis of one checkpoint: ``{table: rows}``, rows stamped with step/sequences."""
+    rows: dict[str, list[dict]] = defaultdict(list)
+    context.timed("load", load_checkpoint, context.model, info, context.config.device)
+    checkpoint = Checkpoint(info.step, info.sequences, context)
+    stamp = {"step": info.step, "sequences": info.sequences}
+    with torch.no_grad():
+        for analysis in (a for a in analyses if a.needs_model):
+            found = context.timed(analysis.name, analysis.checkpoint_rows, checkpoint)
+            for table, new in found.items():
+                rows[table] += [{**stamp, **r} for r in new]
+    return rows
+
+
+def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | None = None,
+            progress_bar: bool = True) -> AnalysisResult:
+    """Run ``config.analyses`` on the checkpoints ``spec`` selects; write tables, figures, ``analysis.json`` and
+    ``index.html``.
+
+    Everything the user could get wrong (SPEC, run dir, evaluator names, device, added interventions and their
+    graft sources) is checked, and the network built, before the output folder (default ``RUN/analysis``) is
+    created.
+    """
+    from coopetition.plots import write_figures
+
+    parse_spec(spec)
+    run = LoadedRun.open(Path(run_dir))
+    selection = resolve(spec, [c.step for c in run.checkpoints])
+    evaluators = _evaluators(run, config)
+    run.check_added(config.interventions)
+    if torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {config.device!r} requested but no CUDA device is available")
+    timer = _Timer()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or threads)
+    try:
+        context, analyses = build_context(run, evaluators, config, timer)
+        eval_log = run.eval_table() if any(not a.needs_model for a in analyses) else None
+        for note in selection.notes:
+            warnings.warn(note, SelectionWarning, stacklevel=2)
+        out = Path(out_dir) if out_dir is not None else Path(run_dir) / "analysis"
+        out.mkdir(parents=True, exist_ok=True)
+        skipped = run.report_skipped(out)
+        rows: dict[str, list[dict]] = defaultdict(list)
+        for analysis in (a for a in analyses if not a.needs_model):
+            assert eval_log is not None
+            for table, new in timer.run(analysis.name, analysis.run_rows, selection.steps).items():
+                rows[table] += new
+        if any(a.needs_model for a in analyses):
+            _model_analyses(context, analyses, selection.steps, rows, timer, progress_bar)
+    finally:
+        torch.set_num_threads(threads)
+    tables, frames = {}, {}
+    for analysis in analyses:
+        for name, columns in analysis.tables.items():
+            tables[name] = out / f"{name}.csv"
+            frames[name] = _write_table(tables[name], rows[name], list(columns))
+    figures = timer.run("figures", write_figures, out, frames, config.analyses)
+    _write_record(out, run, spec, selection, evaluators, config, timer)
+    return AnalysisResult(out, selection.steps, tables, figures, dict(timer.seconds), dict(timer.cpu), skipped)
 
 
 def _write_table(path: Path, rows: list[dict], columns: list[str]) -> pd.DataFrame:
@@ -106,142 +163,40 @@ def _write_table(path: Path, rows: list[dict], columns: list[str]) -> pd.DataFra
     return frame
 
 
-def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | None = None,
-            progress_bar: bool = True) -> AnalysisResult:
-    """Run ``config.analyses`` on the checkpoints ``spec`` selects; write tables, figures and ``index.html``.
+def _write_record(out: Path, run: LoadedRun, spec: str, selection: Selection, evaluators: tuple[str, ...],
+                  config: AnalysisConfig, timer: _Timer) -> None:
+    """``analysis.json``: what was analysed and how, so the folder can be reproduced and trusted."""
+    import json
 
-    Everything the user could get wrong (SPEC, run dir, evaluator names, device) is checked before the output
-    folder (default ``RUN/analysis``) is created.
-    """
-    from coopetition.plots import write_figures
-
-    parse_spec(spec)
-    run = LoadedRun.open(Path(run_dir))
-    selection = resolve(spec, [c.step for c in run.checkpoints])
-    evaluators = _evaluators(run, config)
-    if torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {config.device!r} requested but no CUDA device is available")
-    eval_log = RunReader(run.path).eval_table() if config.wants("strategies") else None
-    for note in selection.notes:
-        warnings.warn(note, SelectionWarning, stacklevel=2)
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "analysis"
-    out.mkdir(parents=True, exist_ok=True)
-    skipped = run.report_skipped(out)
-    timer = _Timer()
-    rows: dict[str, list[dict]] = {name: [] for name in TABLES}
-    if eval_log is not None:
-        table = timer.run("strategies", strategies.strategies_table, eval_log, selection.steps[0],
-                          selection.steps[-1], evaluators)
-        rows["strategies"] = table.to_dict("records")
-    if config.needs_model:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(config.threads or threads)
-        try:
-            _model_analyses(run, selection.steps, evaluators, config, rows, timer, progress_bar)
-        finally:
-            torch.set_num_threads(threads)
-    tables, frames = {}, {}
-    for name in (t for a in config.analyses for t in ANALYSIS_TABLES[a]):
-        tables[name] = out / f"{name}.csv"
-        frames[name] = _write_table(tables[name], rows[name], TABLES[name])
-    figures = timer.run("figures", write_figures, out, frames)
-    return AnalysisResult(out, selection.steps, tables, figures, dict(timer.seconds), dict(timer.cpu), skipped)
+    record = {
+        "run": str(Path(run.path).resolve()),
+        "checkpoint_range": spec,
+        "steps": list(selection.steps),
+        "notes": list(selection.notes),
+        "evaluators": list(evaluators),
+        "analysis": config.to_dict(),
+        "run_interventions": [i.spec for i in run.config.interventions],
+        "added_interventions": [i.spec for i in config.interventions],
+        "sources": [{k: e.get(k) for k in ("role", "spec", "file", "sha256", "step")} for e in RunReader(run.path).sources()],
+        "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
+        "versions": package_versions(),
+        "created": now_iso(),
+    }
+    atomic_write_text(out / "analysis.json", json.dumps(record, indent=2) + "\n")
 
 
-class _CleanPasses:
-    """One ``run_with_cache`` pass per checkpoint and sequence set; a set that is the first n sequences of an
-    evaluator's set (a patching pair's own side) reuses that evaluator's pass, sliced."""
-
-    def __init__(self, model: ICLTransformer, data: dict[str, EvalData], timer: _Timer) -> None:
-        self.model, self.data, self.timer = model, data, timer
-        self.passes: dict[tuple[str, int], tuple[Tensor, ActivationCache]] = {}
-
-    def __call__(self, d: EvalData) -> tuple[Tensor, ActivationCache]:
-        key = (d.name, d.n)
-        if key not in self.passes:
-            full = self.data.get(d.name)
-            if full is not None and full.n > d.n:
-                logits, cache = self(full)
-                self.passes[key] = logits[: d.n], cache.apply_slice_to_batch_dim((0, d.n))
-            else:
-                self.passes[key] = self.timer.run("forward", self.model.run_with_cache, d.exemplars,
-                                                  d.context_labels)
-        return self.passes[key]
-
-
-@dataclass
-class _Setup:
-    """What every checkpoint of a run shares: the model (weights swapped per checkpoint) and the sequences."""
-
-    evaluators: tuple[str, ...]
-    config: AnalysisConfig
-    model: ICLTransformer
-    data: dict[str, EvalData]
-    pairs: list[PatchPair]
-    probe_sets: dict[str, EvalData]
-
-    @classmethod
-    def build(cls, run: LoadedRun, evaluators: tuple[str, ...], config: AnalysisConfig) -> "_Setup":
-        device = torch.device(config.device)
-        bank = run.bank()
-        model = run.build_model(bank, device)
-        data = run.eval_data(bank, evaluators, config.n_seqs, device)
-        pairs = (build_pairs({k: d.head(config.patch_seqs) for k, d in data.items()}) if config.wants("patching")
-                 else [])
-        probe_sets = (run.probe_data(bank, evaluators, config.probe_classes, config.probe_seqs, config.seed, device)
-                      if config.wants("probes") else {})
-        return cls(evaluators, config, model, data, pairs, probe_sets)
-
-
-def _checkpoint_rows(setup: _Setup, info: CheckpointInfo, timer: _Timer) -> dict[str, list[dict]]:
-    """Every requested model analysis of one checkpoint: ``{table: rows}``, rows stamped with step/sequences."""
-    model, data, config = setup.model, setup.data, setup.config
-    rows: dict[str, list[dict]] = defaultdict(list)
-    timer.run("load", load_checkpoint, model, info, config.device)
-    stamp = {"step": info.step, "sequences": info.sequences}
-    clean_pass = _CleanPasses(model, data, timer)
-    resid_names = [name for _, name in patching.resid_points(model.cfg.n_layers)]
-    with torch.no_grad():
-        for name in setup.evaluators:
-            _, cache = clean_pass(data[name])
-            if config.wants("ablation"):
-                found = timer.run("ablation", ablation.ablation_rows, model, data[name], cache, config.seed,
-                                  config.max_rows)
-                rows["ablation"] += [{**stamp, "evaluator": name, **r} for r in found]
-            if config.wants("progress"):
-                found = timer.run("progress", progress.progress_rows, model, data[name], cache)
-                rows["progress"] += [{**stamp, "evaluator": name, **r} for r in found]
-                found = timer.run("progress", progress.attention_rows, model, cache)
-                rows["progress_attention"] += [{**stamp, "evaluator": name, **r} for r in found]
-            if config.wants("probes"):
-                probe_set = setup.probe_sets[name]
-                _, probe_cache = timer.run("probes", model.run_with_cache, probe_set.exemplars,
-                                           probe_set.context_labels, names_filter=resid_names)
-                found = timer.run("probes", probes.probe_rows, model, probe_set, probe_cache, config.probe_steps,
-                                  config.probe_l2, config.seed)
-                rows["probes"] += [{**stamp, "evaluator": name, **r} for r in found]
-        for pair in setup.pairs:
-            clean_logits, clean_cache = clean_pass(pair.clean)
-            corrupt_logits, corrupt_cache = clean_pass(pair.corrupt)
-            found = timer.run("patching", patching.patching_rows, model, pair, clean_cache, clean_logits,
-                              corrupt_cache, corrupt_logits, config.max_rows)
-            rows["patching"] += [{**stamp, "pair": pair.name, **r} for r in found]
-    return rows
-
-
-def _model_analyses(run: LoadedRun, steps: tuple[int, ...], evaluators: tuple[str, ...], config: AnalysisConfig,
-                    rows: dict[str, list[dict]], timer: _Timer, progress_bar: bool) -> None:
-    infos = {c.step: c for c in run.checkpoints}
-    workers = config.n_workers(len(steps))
+def _model_analyses(context: Context, analyses: list[Analysis], steps: tuple[int, ...], rows: dict[str, list[dict]],
+                    timer: _Timer, progress_bar: bool) -> None:
+    infos = {c.step: c for c in context.run.checkpoints}
+    workers = context.config.n_workers(len(steps))
     if workers == 1:
-        setup = _Setup.build(run, evaluators, config)
-        _merge((_checkpoint_rows(setup, infos[step], timer) for step in steps), steps, rows, progress_bar)
+        _merge((checkpoint_rows(context, analyses, infos[step]) for step in steps), steps, rows, progress_bar)
     else:
         from coopetition.analysis import workers as pool
 
-        with pool.start(run, evaluators, config, workers) as executor:
+        with pool.start(context, analyses, workers) as executor:
             # every checkpoint is submitted, so the workers exist, before the progress bar starts its own thread
-            _merge(pool.checkpoint_rows(executor, [infos[s] for s in steps], timer), steps, rows, progress_bar)
+            _merge(pool.checkpoint_rows_in(executor, [infos[s] for s in steps], timer), steps, rows, progress_bar)
 
 
 def _merge(results: Iterator[dict[str, list[dict]]], steps: tuple[int, ...], rows: dict[str, list[dict]],

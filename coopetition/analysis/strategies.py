@@ -11,7 +11,11 @@ is drawn from the table alone.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pandas as pd
+
+from coopetition.analysis.base import Analysis
 
 CURVE_METRICS = ("in_context_acc", "loss", "acc")
 EVENTS = ("icl_peak", "icl_eval_peak", "crossover")
@@ -62,3 +66,16 @@ def strategies_table(eval_table: pd.DataFrame, first_step: int, last_step: int,
     events = events[(events["step"] >= first_step) & (events["step"] <= last_step)]
     out = pd.concat([curves[COLUMNS], events[COLUMNS]], ignore_index=True)
     return out.astype({"step": int, "sequences": int})
+
+
+class StrategiesAnalysis(Analysis):
+    name: ClassVar[str] = "strategies"
+    title: ClassVar[str] = "Strategies"
+    caption: ClassVar[str] = ("Evaluator curves from the run's eval log with the ICL peak, ICL-eval peak and the "
+                              "ICL/CIWL crossover.")
+    tables: ClassVar[dict] = {"strategies": tuple(COLUMNS)}
+    needs_model: ClassVar[bool] = False
+
+    def run_rows(self, steps: tuple[int, ...]) -> dict[str, list[dict]]:
+        table = strategies_table(self.context.run.eval_table(), steps[0], steps[-1], self.context.evaluators)
+        return {"strategies": table.to_dict("records")}

@@ -1,11 +1,15 @@
-"""Interventions ("artificial optogenetics", REFERENCE.md 5): hooks and grafts that stay active during training
-and evaluation. Specs are strings (``ablate:0:1,0:4``, ``induction:1:3:0.8``, ``graft_out:RUN@STEP:0``); see
-``docs/interventions.md`` for the grammar. Adding an intervention = adding one ``Intervention`` subclass."""
+"""Interventions ("artificial optogenetics", REFERENCE.md 5): typed objects that training, evaluation and analysis
+all take. Specs are strings at the boundary (``ablate:0:1,0:4``, ``induction:1:3:0.8``, ``graft_out:RUN@STEP:0``;
+see ``docs/interventions.md`` for the grammar), parsed once into these objects. Adding an intervention = adding one
+``Intervention`` subclass."""
 
 from coopetition.interventions import attention, clamps, graft  # noqa: F401  (defining the classes registers them)
-from coopetition.interventions.base import REGISTRY, Inputs, Intervention, parse_spec, validate_specs
-from coopetition.interventions.graft import CheckpointRef, init_from_checkpoint, splice
-from coopetition.interventions.runner import Intervened, intervene
+from coopetition.interventions.attention import Ablate, AblateEmbedding, Patch, Preserve
+from coopetition.interventions.base import (REGISTRY, CheckpointRef, Inputs, Intervention, parse_spec, validated)
+from coopetition.interventions.clamps import Copy, Induction, Match, PrevToken
+from coopetition.interventions.engine import Intervened, intervene
+from coopetition.interventions.graft import Graft, GraftIn, GraftOut
 
-__all__ = ["REGISTRY", "CheckpointRef", "Inputs", "Intervened", "Intervention", "init_from_checkpoint", "intervene",
-           "parse_spec", "splice", "validate_specs"]
+__all__ = ["REGISTRY", "Ablate", "AblateEmbedding", "CheckpointRef", "Copy", "Graft", "GraftIn", "GraftOut",
+           "Induction", "Inputs", "Intervened", "Intervention", "Match", "Patch", "Preserve", "PrevToken",
+           "intervene", "parse_spec", "validated"]

@@ -1,15 +1,24 @@
 """What an intervention is, the spec-string grammar they share, and the registry that maps names to classes.
 
-An intervention is a small frozen dataclass. Defining a subclass with a ``name`` registers it: ``parse_spec`` then
-understands ``NAME[:ARGS]`` strings for it. The contract, used identically by training and evaluation:
+An intervention is a small frozen dataclass, parsed once at the boundary (command line, config file) and then
+passed around as an object: training, evaluation and analysis all take the same objects, so a name means the same
+operation everywhere. Defining a subclass with a ``name`` registers it; ``parse_spec`` then understands
+``NAME[:ARGS]`` strings for it and ``spec`` writes the object back (``parse_spec(x.spec) == x``). The contract:
 
+- *where* and *what* (pyvene's split): ``hooks(inputs, model)`` returns ``(hook name, fn)`` pairs; the hook name is
+  the where (a TransformerLens hook point: a layer's ``hook_z``, ``hook_pattern`` ...), ``fn`` is the what (zero,
+  mean, resample, clamp to the clean pass or to a source pass, set a pattern ...). ``fn`` returns a new tensor rather
+  than writing in place, so gradients flow in training.
 - ``parse(args)`` builds it from the text after ``NAME:``; ``validate(model)`` checks it against the architecture
-  (no I/O), both raising a one-line ``ConfigError``.
-- ``clean_names(model)``: hook names it needs from a clean (un-manipulated, no-grad) pass on the same input.
-- ``hooks(inputs, model)``: ``(hook_name, fn)`` pairs installed for one forward pass.
-- ``edit_logits(logits, inputs)``: a last edit of the query logits (only ``copy`` uses it).
+  (no I/O); both raise a one-line ``ConfigError``.
+- ``clean_names(model)``: hook names it reads from the *clean* pass, the same input without this intervention (for
+  a run's own interventions: without any hooks; for an analysis's variants: the analysed baseline).
+- ``edit_logits(logits, inputs, labels)``: a last edit of the query logits (only ``copy`` uses it).
+- ``restores_clean``: the hooks only put back clean values (``preserve``), a no-op until something upstream
+  changed; batched analysis may then start such a variant later in the network.
+- ``training``: False for interventions that need a second input (``patch``), which exist in analysis only.
 
-Grafts are the other kind (``coopetition.interventions.graft``): they change which weights run, not activations.
+Grafts (``coopetition.interventions.graft``) change which weights run rather than activations.
 Layers and heads are 0-indexed as in TransformerLens (the paper's "layer 2" is layer 1 here).
 """
 
@@ -30,17 +39,20 @@ HeadRef = tuple[int, int | None]  # (layer, head); head None = every head of the
 
 _HEAD = r"\d+:(?:\d+|\*)"
 _HEADS = re.compile(rf"^(?P<heads>{_HEAD}(?:,{_HEAD})*)(?::(?P<rest>.*))?$")
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
 @dataclass
 class Inputs:
-    """One forward pass's inputs, the clean pass's activations (or None) and scratch space shared between an
-    intervention's hooks and its ``edit_logits`` (fresh for every pass)."""
+    """One forward pass's inputs and what its interventions read besides the activation they edit: the clean
+    pass's activations, a source pass's (``patch``: the other member of a clean/corrupted pair), and scratch space
+    shared between an intervention's hooks and its ``edit_logits`` (fresh for every pass)."""
 
     exemplars: Float[Tensor, "batch item dim"]
     context_labels: Int[Tensor, "batch ctx"]
     target: Int[Tensor, " batch"] | None = None
-    clean: Any = None  # ActivationCache of the clean pass
+    clean: Any = None  # mapping hook name -> activation of the clean pass
+    source: Any = None  # mapping hook name -> activation of a source pass
     scratch: dict[str, Tensor] = field(default_factory=dict)
 
     @property
@@ -51,6 +63,12 @@ class Inputs:
         if self.target is None:
             raise ConfigError(f"intervention {spec!r} needs the target label of every sequence")
         return self.target
+
+    def need(self, what: str, name: str, spec: str) -> Tensor:
+        values = getattr(self, what)
+        if values is None:
+            raise ConfigError(f"intervention {spec!r} needs a {what} pass; it cannot run here")
+        return values[name]
 
 
 REGISTRY: dict[str, type["Intervention"]] = {}
@@ -65,6 +83,9 @@ class Intervention:
     # (phase 1, in spec order) sees their output, so ``ablate`` + ``preserve:values`` still ablates.
     phase: ClassVar[int] = 1
     usage: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line for ``--help``
+    restores_clean: ClassVar[bool] = False
+    training: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -75,6 +96,18 @@ class Intervention:
     def parse(cls, args: str) -> "Intervention":
         raise NotImplementedError
 
+    def format_args(self) -> str:
+        """The text after ``NAME:`` that ``parse`` reads back into an equal object ("" for none)."""
+        return ""
+
+    @property
+    def spec(self) -> str:
+        args = self.format_args()
+        return f"{self.name}:{args}" if args else self.name
+
+    def __str__(self) -> str:
+        return self.spec
+
     def validate(self, model: ModelConfig) -> None:
         pass
 
@@ -84,12 +117,24 @@ class Intervention:
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
         return []
 
-    def edit_logits(self, logits: Float[Tensor, "batch classes"], inputs: Inputs) -> Float[Tensor, "batch classes"]:
+    def edit_logits(self, logits: Float[Tensor, "batch k"], inputs: Inputs,
+                    labels: Int[Tensor, "batch k"] | None) -> Float[Tensor, "batch k"]:
+        """``logits`` are the query logits of every class (``labels`` None) or of the classes ``labels`` names."""
         return logits
+
+
+def hook_block(name: str) -> int:
+    """The block a hook point lives in: -1 for the embeddings, n for ``blocks.n.*``, a large number after them."""
+    if name.startswith(("hook_embed", "hook_pos_embed", "embed.")):
+        return -1
+    match = _BLOCK.match(name)
+    return int(match.group(1)) if match else 1 << 30
 
 
 def parse_spec(spec: str) -> Intervention:
     """``"induction:1:3:0.8"`` -> ``Induction(heads=((1, 3),), strength=0.8)``; any mistake is one ConfigError."""
+    if not isinstance(spec, str):
+        raise ConfigError(f"an intervention spec must be a string, got {spec!r}")
     name, _, args = spec.strip().partition(":")
     if name not in REGISTRY:
         raise ConfigError(f"unknown intervention {name!r} in {spec!r}; choose from {', '.join(sorted(REGISTRY))}")
@@ -100,17 +145,23 @@ def parse_spec(spec: str) -> Intervention:
         raise ConfigError(f"intervention {spec!r}: {err} (usage: {cls.usage})") from None
 
 
-def validate_specs(specs: tuple[str, ...], model: ModelConfig) -> list[Intervention]:
-    """Parse and check every spec against the architecture (no checkpoint is read here)."""
-    parsed = []
-    for spec in specs:
-        intervention = parse_spec(spec)
+def validated(interventions: tuple[Intervention | str, ...], model: ModelConfig,
+              training: bool = False) -> tuple[Intervention, ...]:
+    """Parse strings, then check every intervention against the architecture (no checkpoint is read here).
+    ``training``: also refuse the analysis-only ones."""
+    out = []
+    for item in interventions:
+        intervention = parse_spec(item) if isinstance(item, str) else item
+        if not isinstance(intervention, Intervention):
+            raise ConfigError(f"not an intervention: {item!r}")
         try:
             intervention.validate(model)
         except ConfigError as err:
-            raise ConfigError(f"intervention {spec!r}: {err}") from None
-        parsed.append(intervention)
-    return parsed
+            raise ConfigError(f"intervention {intervention.spec!r}: {err}") from None
+        if training and not intervention.training:
+            raise ConfigError(f"intervention {intervention.spec!r} needs a second input and exists in analysis only")
+        out.append(intervention)
+    return tuple(out)
 
 
 # --- the shared grammar -------------------------------------------------------------------------------------------
@@ -130,6 +181,12 @@ def split_heads(args: str) -> tuple[tuple[HeadRef, ...], list[str]]:
 
 def format_heads(heads: tuple[HeadRef, ...]) -> str:
     return ",".join(f"{layer}:{'*' if head is None else head}" for layer, head in heads)
+
+
+def format_number(value: float) -> str:
+    """Shortest text that parses back to the same float (``1`` for 1.0, ``0.8`` for 0.8)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
 
 
 def check_heads(heads: tuple[HeadRef, ...], model: ModelConfig) -> None:
@@ -159,6 +216,12 @@ def parse_number(text: str, what: str, lo: float, hi: float, lo_open: bool = Fal
     return value
 
 
+def parse_int(text: str, what: str) -> int:
+    if not re.fullmatch(r"-?\d+", text or ""):
+        raise ConfigError(f"{what} must be an integer, got {text!r}")
+    return int(text)
+
+
 def expect_args(rest: list[str], allowed: int, usage_hint: str) -> None:
     if len(rest) > allowed:
         raise ConfigError(f"unexpected extra field(s) {':'.join(rest[allowed:])!r}; expected {usage_hint}")
@@ -166,7 +229,7 @@ def expect_args(rest: list[str], allowed: int, usage_hint: str) -> None:
 
 @dataclass(frozen=True)
 class HeadsIntervention(Intervention):
-    """A spec that is a head list and nothing else (``ablate``, ``silence``): shared parse and check."""
+    """A spec that is a head list and nothing else (``silence``): shared parse, format and check."""
 
     heads: tuple[HeadRef, ...]
 
@@ -175,6 +238,9 @@ class HeadsIntervention(Intervention):
         heads, rest = split_heads(args)
         expect_args(rest, 0, "only heads")
         return cls(heads)
+
+    def format_args(self) -> str:
+        return format_heads(self.heads)
 
     def validate(self, model: ModelConfig) -> None:
         check_heads(self.heads, model)
@@ -197,5 +263,33 @@ class HeadsAndNumberIntervention(Intervention):
         lo, hi, lo_open = cls.number_bounds
         return cls(heads, parse_number(rest[0], cls.number_name, lo, hi, lo_open=lo_open))
 
+    def format_args(self) -> str:
+        return f"{format_heads(self.heads)}:{format_number(getattr(self, self.number_name))}"
+
     def validate(self, model: ModelConfig) -> None:
         check_heads(self.heads, model)
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """``RUN@STEP``: a run directory and one of its checkpoint steps (``last`` = the latest). Parsing only; the
+    run is opened, under the rules for untrusted run directories, by ``coopetition.train.sources``."""
+
+    run: str
+    step: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> "CheckpointRef":
+        if not isinstance(text, str):
+            raise ConfigError(f"expected a checkpoint as RUN@STEP, got {text!r}")
+        run, sep, step = text.rpartition("@")
+        if not sep or not run:
+            raise ConfigError(f"expected a checkpoint as RUN@STEP (or RUN@last), got {text!r}")
+        if step == "last":
+            return cls(run, None)
+        if not step.isdigit():
+            raise ConfigError(f"checkpoint step must be an integer or 'last', got {step!r} in {text!r}")
+        return cls(run, int(step))
+
+    def __str__(self) -> str:
+        return f"{self.run}@{'last' if self.step is None else self.step}"

@@ -17,9 +17,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from coopetition.errors import ConfigError
-from coopetition.interventions.attention import label_rows, head_mask
-from coopetition.interventions.base import (HeadRef, HeadsAndNumberIntervention, Hook, Inputs, Intervention, check_heads, expect_args,
-                                            heads_by_layer, parse_number, split_heads)
+from coopetition.interventions.attention import head_mask, label_rows
+from coopetition.interventions.base import (HeadRef, HeadsAndNumberIntervention, Hook, Inputs, Intervention,
+                                            check_heads, expect_args, format_heads, format_number, heads_by_layer,
+                                            parse_number, split_heads)
 from coopetition.model.config import ModelConfig
 
 # (batch, n_pos, device, dtype) -> (rows [q] bool, pattern [batch or 1, q, k]) to write into those rows
@@ -69,6 +70,7 @@ class Induction(HeadsAndNumberIntervention):
 
     name: ClassVar[str] = "induction"
     usage: ClassVar[str] = "induction:LAYER:HEAD[,LAYER:HEAD...]:S  (S in [0, 1])"
+    summary: ClassVar[str] = "clamp the query row: S on the target's label tokens, 1-S on the others"
     number_name: ClassVar[str] = "strength"
     number_bounds: ClassVar[tuple[float, float, bool]] = (0.0, 1.0, False)
     strength: float
@@ -86,6 +88,7 @@ class Match(HeadsAndNumberIntervention):
 
     name: ClassVar[str] = "match"
     usage: ClassVar[str] = "match:LAYER:HEAD[,LAYER:HEAD...]:T  (T >= 0; 0 = hard max)"
+    summary: ClassVar[str] = "clamp the query row to the labels of the exemplars most similar to the query"
     number_name: ClassVar[str] = "temperature"
     number_bounds: ClassVar[tuple[float, float, bool]] = (0.0, 1e6, False)
     temperature: float
@@ -107,6 +110,7 @@ class PrevToken(Intervention):
 
     name: ClassVar[str] = "prev_token"
     usage: ClassVar[str] = "prev_token:LAYER:HEAD[,LAYER:HEAD...]:S[:labels]  (S in [0, 1])"
+    summary: ClassVar[str] = "clamp the pattern: S on the previous token, 1-S on itself"
     heads: tuple[HeadRef, ...]
     strength: float
     labels_only: bool = False
@@ -120,6 +124,9 @@ class PrevToken(Intervention):
         if len(rest) == 2 and rest[1] != "labels":
             raise ConfigError(f"the optional last field must be 'labels', got {rest[1]!r}")
         return cls(heads, parse_number(rest[0], "strength", 0.0, 1.0), len(rest) == 2)
+
+    def format_args(self) -> str:
+        return f"{format_heads(self.heads)}:{format_number(self.strength)}" + (":labels" if self.labels_only else "")
 
     def validate(self, model: ModelConfig) -> None:
         check_heads(self.heads, model)
@@ -144,6 +151,7 @@ class Copy(Intervention):
 
     name: ClassVar[str] = "copy"
     usage: ClassVar[str] = "copy:LAYER:HEAD"
+    summary: ClassVar[str] = "the output copies exactly what one head attends to among the context labels"
     heads: tuple[HeadRef, ...]
 
     @classmethod
@@ -153,6 +161,9 @@ class Copy(Intervention):
         if len(heads) != 1 or heads[0][1] is None:
             raise ConfigError("copies exactly one head (LAYER:HEAD)")
         return cls(heads)
+
+    def format_args(self) -> str:
+        return format_heads(self.heads)
 
     def validate(self, model: ModelConfig) -> None:
         check_heads(self.heads, model)
@@ -168,16 +179,17 @@ class Copy(Intervention):
     def _key(self) -> str:
         return f"copy:{self.heads[0][0]}:{self.heads[0][1]}"
 
-    def edit_logits(self, logits: Tensor, inputs: Inputs) -> Tensor:
-        scores = inputs.scratch[self._key].to(logits.dtype)
-        n_out = logits.shape[-1]
-        labels = inputs.context_labels
-        scores = scores.masked_fill(labels >= n_out, float("-inf"))  # labels past the output classes: no logit
-        index = labels.clamp(max=n_out - 1)
-        top = torch.full_like(logits, float("-inf")).scatter_reduce(1, index, scores, "amax")
-        shift = top.gather(1, index)
-        shift = shift.masked_fill(torch.isinf(shift), 0.0)
-        mass = torch.zeros_like(logits).scatter_add(1, index, torch.exp(scores - shift))
-        present = mass > 0
-        copied = top.masked_fill(~present, 0.0) + torch.log(mass.clamp(min=1e-30))
-        return torch.where(present, copied, torch.full_like(logits, -1e9))
+    def edit_logits(self, logits: Tensor, inputs: Inputs, labels: Tensor | None) -> Tensor:
+        """Every class's logit (``labels`` None) or those of ``labels``: the log of the head's attention mass on
+        that label's tokens (log-sum-exp of its scores), -1e9 for a class that is not in context."""
+        scores = inputs.scratch[self._key].to(logits.dtype)  # [batch, ctx]
+        n_out = logits.shape[-1] if labels is None else None
+        context = inputs.context_labels
+        if labels is None:
+            labels = torch.arange(n_out, device=logits.device).expand(logits.shape[0], -1)
+        same = labels[:, :, None] == context[:, None, :]  # [batch, k, ctx]
+        if n_out is not None:
+            same = same & (context < n_out)[:, None, :]  # labels past the output classes: no logit
+        masked = scores[:, None, :].masked_fill(~same, float("-inf"))
+        copied = torch.logsumexp(masked, dim=-1)
+        return torch.where(same.any(-1), copied, torch.full_like(copied, -1e9))

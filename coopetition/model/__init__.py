@@ -8,11 +8,11 @@ from typing import Any
 
 from coopetition.model.config import ModelConfig
 
-__all__ = ["ModelConfig", "ICLTransformer", "build_model"]
+__all__ = ["ModelConfig", "ActivationCache", "ICLTransformer", "build_model", "slice_cache", "splice"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("ICLTransformer", "build_model"):
+    if name in ("ActivationCache", "ICLTransformer", "build_model", "slice_cache", "splice"):
         from coopetition.model import hooked
 
         return getattr(hooked, name)

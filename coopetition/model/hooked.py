@@ -11,6 +11,8 @@ turned into zero buffers, so they are neither trained nor counted. A move to Tra
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -25,7 +27,7 @@ with warnings.catch_warnings():  # keep third-party import-time deprecation chat
     from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
     from transformer_lens.hook_points import HookPoint
 
-__all__ = ["ActivationCache", "HookPoint", "ICLTransformer", "InterleavedEmbed", "build_model"]
+__all__ = ["ActivationCache", "HookPoint", "ICLTransformer", "InterleavedEmbed", "build_model", "slice_cache", "splice"]
 
 
 class InterleavedEmbed(nn.Module):
@@ -108,17 +110,72 @@ class ICLTransformer(HookedTransformer):
                 elif name.endswith(".b") and "ln" in name:
                     param.zero_()
 
-    def forward(self, exemplars: Float[Tensor, "batch item dim"], context_labels: Int[Tensor, "batch ctx"],
-                positions: Literal["query", "all"] = "query") -> Tensor:
+    # --- the one forward path: embed, run blocks (from any layer), read out the query -------------------------
+
+    def embed_input(self, exemplars: Float[Tensor, "batch item dim"],
+                    context_labels: Int[Tensor, "batch ctx"]) -> Float[Tensor, "batch pos d_model"]:
+        """The residual stream entering block 0: interleaved token embeddings (``hook_embed``) plus positions
+        (``hook_pos_embed``; none for rotary models, which rotate queries and keys instead)."""
         residual = self.hook_embed(self.embed(exemplars, context_labels))
         if self.cfg.positional_embedding_type != "rotary":
             n_pos = residual.shape[1]
             residual = residual + self.hook_pos_embed(self.pos_embed.W_pos[:n_pos].expand_as(residual))
-        residual = super().forward(residual, start_at_layer=0, stop_at_layer=self.cfg.n_layers)
-        normalized = self.ln_final(residual)
-        if positions == "all":
+        return residual
+
+    def run_blocks(self, residual: Float[Tensor, "batch pos d_model"], start: int = 0,
+                   stop: int | None = None) -> Float[Tensor, "batch pos d_model"]:
+        """Blocks ``start`` .. ``stop - 1`` (default: to the end) on a residual stream; their hook points fire, so a
+        pass may start from a cached ``blocks.{start}.hook_resid_pre``."""
+        stop = self.cfg.n_layers if stop is None else stop
+        if start >= stop:
+            return residual
+        return super().forward(residual, start_at_layer=start, stop_at_layer=stop)
+
+    def unembed_query(self, residual: Float[Tensor, "batch pos d_model"],
+                      labels: Int[Tensor, "batch k"] | None = None) -> Tensor:
+        """Final LayerNorm and unembedding at the query (last) position: every class ``[batch, n_outputs]``, or only
+        the columns of ``labels`` ``[batch, k]``. Analyses multiply the batch by their number of variants and need
+        a few labels' logits (the context labels and the target), not 12,800 classes. Labels past the output layer
+        read as the last class; callers mask them."""
+        normalized = self.ln_final(residual)[:, -1]  # 2-D: no [batch, 1, classes] zero-fill + copy in the backward
+        if labels is None:
             return self.unembed(normalized)
-        return self.unembed(normalized[:, -1])  # 2-D: no [batch, 1, classes] zero-fill + copy in the backward
+        labels = labels.clamp(max=self.n_outputs - 1)
+        columns = self.unembed.W_U.T[labels]  # [batch, k, d_model]
+        return torch.einsum("bd,bkd->bk", normalized, columns) + self.unembed.b_U[labels]
+
+    def forward(self, exemplars: Float[Tensor, "batch item dim"], context_labels: Int[Tensor, "batch ctx"],
+                positions: Literal["query", "all"] = "query", labels: Int[Tensor, "batch k"] | None = None) -> Tensor:
+        """Query logits (``labels``: only those columns), or every position's with ``positions="all"``."""
+        residual = self.run_blocks(self.embed_input(exemplars, context_labels))
+        if positions == "all":
+            return self.unembed(self.ln_final(residual))
+        return self.unembed_query(residual, labels)
+
+    def forward_from(self, residual: Float[Tensor, "batch pos d_model"], start: int,
+                     labels: Int[Tensor, "batch k"] | None = None) -> Tensor:
+        """Query logits from the residual stream entering block ``start`` (``start = n_layers``: the final one)."""
+        return self.unembed_query(self.run_blocks(residual, start), labels)
+
+    # --- hooks: the rest of the package installs and reads them only through these -------------------------------
+
+    @contextmanager
+    def hooked(self, fwd_hooks: Sequence[tuple[str, Callable]]) -> Iterator["ICLTransformer"]:
+        """Forward hooks ``(hook name, fn(activation, hook) -> activation | None)`` for the passes inside the block,
+        removed on exit (also on error)."""
+        with self.hooks(fwd_hooks=list(fwd_hooks)):
+            yield self
+
+    def run_cached(self, exemplars: Tensor, context_labels: Tensor, names: Collection[str] | None = None,
+                   labels: Tensor | None = None) -> tuple[Tensor, ActivationCache]:
+        """``(query logits, cache)`` of one pass; ``names`` limits what is cached (default: every hook point). The
+        cache holds each activation as it left its hook, i.e. after any installed hook edited it."""
+        wanted = None if names is None else set(names)
+        return self.run_with_cache(exemplars, context_labels, labels=labels,
+                                   names_filter=None if wanted is None else (lambda name: name in wanted))
+
+    def hook_names(self) -> list[str]:
+        return list(self.hook_dict)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -133,3 +190,25 @@ def _to_zero_buffer(module: nn.Module, name: str) -> None:
 def build_model(config: ModelConfig, input_dim: int, n_labels: int, n_outputs: int, init_seed: int,
                 device: str | torch.device = "cpu") -> ICLTransformer:
     return ICLTransformer(config, input_dim, n_labels, n_outputs, init_seed, device)
+
+
+def splice(front: ICLTransformer, back: ICLTransformer, layer: int) -> ICLTransformer:
+    """One network sharing (not copying) ``front``'s embeddings and blocks ``0..layer`` and ``back``'s later blocks,
+    final LayerNorm and unembedding, with every hook point registered under its usual name, so hooks and caches
+    address the network that actually runs. Loading new weights into ``front`` or ``back`` updates it in place.
+    ``layer`` -1 takes only the embeddings from ``front``. (Grafts: ``coopetition.interventions.graft``.)"""
+    if not -1 <= layer < back.cfg.n_layers:
+        raise ValueError(f"splice layer {layer} outside [-1, {back.cfg.n_layers - 1}]")
+    device = next(back.parameters()).device
+    shell = ICLTransformer(back.model_config, back.input_dim, back.n_labels, back.n_outputs, init_seed=0,
+                           device=device)
+    shell.embed, shell.pos_embed = front.embed, front.pos_embed
+    shell.blocks = nn.ModuleList([*front.blocks[:layer + 1], *back.blocks[layer + 1:]])
+    shell.ln_final, shell.unembed = back.ln_final, back.unembed
+    shell.setup()  # re-register hook points: the modules are new
+    return shell
+
+
+def slice_cache(cache: ActivationCache, n: int) -> ActivationCache:
+    """The first ``n`` sequences of a cache (every activation has the batch first)."""
+    return cache.apply_slice_to_batch_dim((0, n))

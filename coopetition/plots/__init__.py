@@ -1,72 +1,115 @@
 """Figures for ``coopetition analyze``, built only from the tables it writes (``replot`` rebuilds them from the
 CSVs in an output folder). Every HTML file references one shared ``plotly.min.js`` in the same folder, so the folder
-opens offline and stays small."""
+opens offline and stays small.
+
+Which pages an analysis gets: its own ``figures`` classmethod if it defines one, else the builder registered for
+its name in ``PAGES`` below, else one generic page per table (value against sequences, a line per group).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 
-from coopetition.plots import ablation, patching, probes, progress, strategies
+from coopetition.analysis.base import get, names
+from coopetition.plots import ablation, clamp, patching, probes, progress, strategies
 from coopetition.plots.common import ensure_plotlyjs, write_figure
+from coopetition.plots.generic import generic_figure
 from coopetition.plots.index import Entry, write_index
 
-TABLE_NAMES = ("strategies", "ablation", "patching", "probes", "progress", "progress_attention")
+Page = tuple[Entry, Callable[[], go.Figure]]
 
 
-def _figures(frames: dict[str, pd.DataFrame]) -> list[tuple[Entry, object]]:
-    """(entry, figure builder) for every figure the non-empty tables allow."""
-    has = {name: frame for name, frame in frames.items() if frame is not None and len(frame)}
-    out = []
-    if "strategies" in has:
-        out.append((Entry("strategies.html", "Strategies", strategies.CAPTION),
-                    lambda: strategies.figure(has["strategies"])))
-    if "ablation" in has:
-        out.append((Entry("ablation.html", "Head ablation", ablation.CAPTION),
-                    lambda: ablation.figure(has["ablation"])))
-    if "patching" in has:
-        out += [(Entry("patching_positions.html", "Activation patching by position", patching.CAPTION_POSITIONS),
-                 lambda: patching.positions_figure(has["patching"])),
-                (Entry("patching_heads.html", "Per-head patching over training", patching.CAPTION_HEADS),
-                 lambda: patching.heads_figure(has["patching"])),
-                (Entry("patching_attribution.html", "Attribution vs exact patching", patching.CAPTION_ATTRIBUTION),
-                 lambda: patching.attribution_figure(has["patching"]))]
-    if "probes" in has:
-        out.append((Entry("probes.html", "Linear probes", probes.CAPTION), lambda: probes.figure(has["probes"])))
-    if "progress" in has:
-        out.append((Entry("progress.html", "Progress measures", progress.CAPTION),
-                    lambda: progress.figure(has["progress"])))
-    if "progress_attention" in has:
-        for evaluator in has["progress_attention"]["evaluator"].unique():
-            out.append((Entry(f"attention_{evaluator}.html", f"Mean attention patterns ({evaluator})",
-                              progress.CAPTION_ATTENTION),
-                        lambda e=evaluator: progress.attention_figure(has["progress_attention"], e)))
-    return out
+def _strategies(f: dict[str, pd.DataFrame]) -> list[Page]:
+    return [(Entry("strategies.html", "Strategies", strategies.CAPTION), lambda: strategies.figure(f["strategies"]))]
 
 
-def write_figures(out: Path, frames: dict[str, pd.DataFrame]) -> dict[str, Path]:
-    """Write every figure the tables allow plus ``index.html``; returns ``{file name: path}``."""
+def _ablation(f: dict[str, pd.DataFrame]) -> list[Page]:
+    return [(Entry("ablation.html", "Head ablation", ablation.CAPTION), lambda: ablation.figure(f["ablation"]))]
+
+
+def _patching(f: dict[str, pd.DataFrame]) -> list[Page]:
+    t = f["patching"]
+    return [(Entry("patching_positions.html", "Activation patching by position", patching.CAPTION_POSITIONS),
+             lambda: patching.positions_figure(t)),
+            (Entry("patching_heads.html", "Per-head patching over training", patching.CAPTION_HEADS),
+             lambda: patching.heads_figure(t)),
+            (Entry("patching_attribution.html", "Attribution vs exact patching", patching.CAPTION_ATTRIBUTION),
+             lambda: patching.attribution_figure(t))]
+
+
+def _probes(f: dict[str, pd.DataFrame]) -> list[Page]:
+    return [(Entry("probes.html", "Linear probes", probes.CAPTION), lambda: probes.figure(f["probes"]))]
+
+
+def _progress(f: dict[str, pd.DataFrame]) -> list[Page]:
+    pages = [(Entry("progress.html", "Progress measures", progress.CAPTION), lambda: progress.figure(f["progress"]))]
+    attention = f.get("progress_attention")
+    for evaluator in ([] if attention is None or not len(attention) else attention["evaluator"].unique()):
+        pages.append((Entry(f"attention_{evaluator}.html", f"Mean attention patterns ({evaluator})",
+                            progress.CAPTION_ATTENTION),
+                      lambda e=evaluator: progress.attention_figure(attention, e)))
+    return pages
+
+
+def _clamp(f: dict[str, pd.DataFrame]) -> list[Page]:
+    return [(Entry(f"clamp_{e}.html", f"Activation clamping ({e})", clamp.CAPTION),
+             lambda e=e: clamp.figure(f["clamp"], e)) for e in clamp.evaluators(f["clamp"])]
+
+
+PAGES: dict[str, Callable[[dict[str, pd.DataFrame]], list[Page]]] = {
+    "strategies": _strategies, "ablation": _ablation, "patching": _patching, "probes": _probes,
+    "progress": _progress, "clamp": _clamp}
+
+
+def pages_for(name: str, frames: dict[str, pd.DataFrame]) -> list[Page]:
+    """The pages of one analysis from its tables (empty when its first table has no rows)."""
+    cls = get(name)
+    tables = {t: frames.get(t) for t in cls.tables}
+    first = next(iter(tables.values()), None)
+    if first is None or not len(first):
+        return []
+    if cls.figures is not None:
+        return [(Entry(f"{name}_{i}.html" if i else f"{name}.html", title, caption), lambda fig=fig: fig)
+                for i, (title, caption, fig) in enumerate(cls.figures(tables))]
+    if name in PAGES:
+        return PAGES[name](tables)
+    return [(Entry(f"{table}.html", f"{cls.title or name}: {table}", cls.caption),
+             lambda table=table, frame=frame: generic_figure(frame, table))
+            for table, frame in tables.items() if frame is not None and len(frame)]
+
+
+def write_figures(out: Path, frames: dict[str, pd.DataFrame], analyses: tuple[str, ...]) -> dict[str, Path]:
+    """Write every page the tables of ``analyses`` allow plus ``index.html``; returns ``{file name: path}``."""
     out = Path(out)
     ensure_plotlyjs(out)
     written: dict[str, Path] = {}
     entries = []
     headline = None
-    for entry, build in _figures(frames):
-        fig = build()
-        written[entry.file] = write_figure(fig, out / entry.file)
-        entries.append(entry)
-        if entry.file == "strategies.html":
-            headline = fig
+    for name in analyses:
+        for entry, build in pages_for(name, frames):
+            fig = build()
+            written[entry.file] = write_figure(fig, out / entry.file)
+            entries.append(entry)
+            if entry.file == "strategies.html":
+                headline = fig
     steps = sorted({int(s) for f in frames.values() if f is not None and len(f) for s in f["step"].unique()})
     subtitle = (f"{len(steps)} steps, {steps[0]}..{steps[-1]}" if steps else "no rows") + f" — {out.resolve()}"
-    tables = [f"{name}.csv" for name in TABLE_NAMES if name in frames]
+    tables = [f"{t}.csv" for name in analyses for t in get(name).tables if t in frames]
     written["index.html"] = write_index(out, entries, tables, headline, subtitle)
     return written
 
 
 def replot(out: Path) -> dict[str, Path]:
-    """Rebuild every figure and ``index.html`` from the CSV tables already in ``out``."""
+    """Rebuild every figure and ``index.html`` from the CSV tables already in ``out`` (the analyses recorded in
+    ``analysis.json``, or every registered analysis whose tables are there)."""
     out = Path(out)
-    frames = {name: pd.read_csv(out / f"{name}.csv") for name in TABLE_NAMES if (out / f"{name}.csv").is_file()}
-    return write_figures(out, frames)
+    record = out / "analysis.json"
+    analyses = tuple(json.loads(record.read_text())["analysis"]["analyses"]) if record.is_file() else names()
+    analyses = tuple(a for a in analyses if a in names() and all((out / f"{t}.csv").is_file() for t in get(a).tables))
+    frames = {t: pd.read_csv(out / f"{t}.csv") for a in analyses for t in get(a).tables}
+    return write_figures(out, frames, analyses)

@@ -8,6 +8,7 @@ Layout::
     RUN/checkpoints/step_*.safetensors   weights + {step, sequences, seeds}
     RUN/resume/step_*.safetensors        Adam state, data RNG and the running loss at the last RESUME_KEEP checkpoints
     RUN/eval_sets.safetensors  the fixed evaluator sequences (integer index tables)
+    RUN/sources/*.safetensors  byte copies of the frozen checkpoints the run depends on (grafts, init_from)
     RUN/eval.csv               tidy: step,sequences,evaluator,metric,value
     RUN/train.csv              tidy: step,sequences,metric,value (training loss)
     RUN/.lock                  held (flock) by the one process writing the run; holds its pid
@@ -35,7 +36,7 @@ import pandas as pd
 
 from coopetition.errors import ConfigError, DataError
 from coopetition.store.atomic import atomic_write, atomic_write_text
-from coopetition.store.checkpoint import CheckpointInfo, checkpoint_name, save_tensors, verify_file
+from coopetition.store.checkpoint import CheckpointInfo, checkpoint_name, file_sha256, save_tensors, verify_file
 
 EVAL_COLUMNS = ["step", "sequences", "evaluator", "metric", "value"]
 TRAIN_COLUMNS = ["step", "sequences", "metric", "value"]
@@ -174,6 +175,14 @@ class RunWriter:
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         atomic_write_text(self.path / name, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
+    def save_source(self, name: str, data: bytes, extra: dict[str, Any]) -> None:
+        """Keep a frozen source checkpoint's bytes as ``sources/{name}.safetensors`` and list it (committed)."""
+        path = self.path / "sources" / f"{name}.safetensors"
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+        entry = _entry(path, self.path, file_sha256(path), **extra)
+        self.manifest["sources"] = [e for e in self.manifest.get("sources", []) if e["file"] != entry["file"]] + [entry]
+        self._commit()
+
     def write_eval_sets(self, tensors: dict, metadata: dict[str, Any]) -> None:
         path = self.path / "eval_sets.safetensors"
         self.manifest["eval_sets"] = _entry(path, self.path, save_tensors(path, tensors, metadata))
@@ -268,6 +277,16 @@ class RunReader:
             else:
                 good.append(info)
         return good, bad
+
+    def sources(self) -> list[dict[str, Any]]:
+        """Manifest entries of the kept source checkpoints (``role``, ``index``, ``spec``, ``file``, ``bytes``,
+        ``sha256``); empty for runs without any."""
+        entries = self.manifest().get("sources", [])
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("bytes"), int)
+                and isinstance(e.get("sha256"), str) and isinstance(e.get("index"), int) for e in entries):
+            raise DataError(f"malformed manifest {self.path / 'manifest.json'}: a source entry lacks file/bytes/sha256")
+        return entries
 
     def eval_sets_entry(self) -> dict[str, Any] | None:
         return self.manifest().get("eval_sets")

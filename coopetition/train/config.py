@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from coopetition.errors import ConfigError
+from coopetition.interventions.base import CheckpointRef
 
 WEIGHT_DECAY_FORMS = ("l2", "unsquared")
 SEED_LIMIT = 2**32  # seeds are combined with small offsets (eval: seed * 1_000_003 + i) and must stay in int64
@@ -36,7 +37,8 @@ class TrainConfig:
     ``weight_decay`` adds ``wd * sum ||theta||^2`` (``l2``) or the reference's ``wd * sum ||theta_leaf||_2``
     over every parameter array (``unsquared``, group-lasso-like) to the loss. Schedules are strings
     (see ``coopetition.train.schedule``); ``eval_schedule`` None means "at every checkpoint". ``init_from``
-    (``RUN@STEP``) starts from another run's weights with a fresh optimizer; steps still count from 0.
+    (``RUN@STEP``) starts from another run's weights with a fresh optimizer; steps still count from 0. The run keeps
+    a copy of that checkpoint (``RUN/sources/``), so it can be re-trained (zoom) without the source run.
     """
 
     steps: int = 2000
@@ -49,7 +51,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None
     log_every: int = 50
-    init_from: str | None = None  # RUN@STEP: start from that checkpoint's weights, fresh optimizer
+    init_from: CheckpointRef | None = None  # RUN@STEP: start from that checkpoint's weights, fresh optimizer
     # Speed options, all off by default because each changes the last bits of a seeded run (docs/performance.md):
     compile: bool = False  # torch.compile the model for the training step (no hook interventions)
     fused_adam: bool = False  # PyTorch's fused Adam kernel (CPU and CUDA)
@@ -78,7 +80,5 @@ class TrainConfig:
         schedule_steps(self.checkpoint_schedule, self.steps, self.batch_size)
         if self.eval_schedule is not None:
             schedule_steps(self.eval_schedule, self.steps, self.batch_size)
-        if self.init_from is not None:
-            from coopetition.interventions.graft import CheckpointRef
-
-            CheckpointRef.parse(self.init_from)
+        if isinstance(self.init_from, str):  # Python callers may pass the text; it is parsed once, here
+            object.__setattr__(self, "init_from", CheckpointRef.parse(self.init_from))

@@ -17,13 +17,14 @@ from tqdm.auto import tqdm
 
 from coopetition.config import RunConfig, config_from_dict
 from coopetition.errors import ConfigError, DataError, RecoveryWarning
-from coopetition.interventions import init_from_checkpoint, intervene
+from coopetition.interventions import Intervened
 from coopetition.store.checkpoint import load_tensors
 from coopetition.store.rundir import EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, now_iso, package_versions
 from coopetition.task.evaluators import eval_sets_tensors
 from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.schedule import schedule_steps
 from coopetition.train.setup import derive_sizes, eval_sets_for, load_run_bank, model_for, training_pool
+from coopetition.train.sources import keep_sources, load_source_model, resolve_sources, run_graft_models
 from coopetition.train.state import restore_resume, resume_tensors
 from coopetition.train.step import TrainStep, compiled_forward, make_optimizer
 
@@ -58,8 +59,15 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
     eval_sets = eval_sets_for(config, bank)
     prepared = prepare_eval_sets(eval_sets, features)
     model = model_for(config, sizes, device)
-    init_step = init_from_checkpoint(model, tc.init_from, bank.fingerprint()) if tc.init_from and not resume else None
-    forward = intervene(config.interventions, model, bank.fingerprint())  # grafts spliced, sources checked
+    if resume:  # the frozen sources come from the run's own copies
+        sources = []
+        graft_models = run_graft_models(RunReader.open(run_dir), config, model)
+    else:  # opened and checked now; copied into the run below, after it is created
+        sources = resolve_sources(config, model, bank.fingerprint())
+        graft_models = [load_source_model(s.path, model, s.bytes, s.sha256) for s in sources if s.role == "graft"]
+        for source in (s for s in sources if s.role == "init_from"):
+            model.load_state_dict(load_source_model(source.path, model, source.bytes, source.sha256).state_dict())
+    forward = Intervened(model, config.interventions, graft_models)
     trainable = forward.trainable_parameters()
     optimizer = make_optimizer(trainable, tc.lr, fused=tc.fused_adam)
     data_gen = torch.Generator(device).manual_seed(config.seeds.train)
@@ -80,11 +88,13 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
     else:
         writer = RunWriter.create(run_dir, overwrite)
         try:
+            provenance = keep_sources(writer, sources)
+            init_step = next((s.step for s in sources if s.role == "init_from"), None)
             writer.write_json("config.json", {
                 "config": config.to_dict(), "seeds": config.to_dict()["seeds"],
                 "derived": {**sizes.__dict__, "n_parameters": model.n_parameters(),
                             "bank_fingerprint": bank.fingerprint(), "bank_shape": list(bank.features.shape),
-                            "init_from_step": init_step, "graft_sources": forward.provenance()},
+                            "init_from_step": init_step, "sources": provenance},
                 "versions": package_versions(), "created": now_iso(),
             })
             writer.write_eval_sets(eval_sets_tensors(eval_sets),

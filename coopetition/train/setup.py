@@ -7,15 +7,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from coopetition.bank import ExemplarBank, load_bank
 from coopetition.config import RunConfig
 from coopetition.errors import ConfigError
-from coopetition.model import ICLTransformer, build_model
 from coopetition.task.evaluators import build_eval_sets, load_eval_sets
 from coopetition.task.sampler import ClassPool, SequenceBatch, zipf_weights
+
+if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
+    from coopetition.model import ICLTransformer
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ def derive_sizes(config: RunConfig, bank: ExemplarBank) -> Sizes:
 
 
 def model_for(config: RunConfig, sizes: Sizes, device: str | torch.device = "cpu") -> ICLTransformer:
+    from coopetition.model import build_model
+
     return build_model(config.model, sizes.input_dim, sizes.n_labels, sizes.n_outputs, config.seeds.init, device)
 
 

@@ -1,0 +1,65 @@
+"""Activation clamping: accuracy against the clamped attention strength, one line per head, one panel per clamped
+layer and condition, a slider over checkpoints (one page per evaluator; C25 Fig 2b is the CIWL page, "isolated")."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from coopetition.plots.common import head_colour, step_axis
+
+CAPTION = ("Dose-response of single heads: in-context accuracy when a head's attention is clamped to strength S "
+           "(last layer: S on the correct label, 1-S on the other, attention delta 2S-1; first layer: S on the "
+           "previous token). Columns: the head's layer-mates kept, ablated, or the head isolated (C25 Fig 2b: a "
+           "copier rises monotonically and passes 0.5 at S = 0.5). Slider: checkpoint.")
+CONDITIONS = ("others_kept", "others_ablated", "isolated")
+TITLES = {"induction": "induction clamp, last layer", "prev_token": "previous-token clamp, layer 0"}
+
+
+def evaluators(table: pd.DataFrame) -> list[str]:
+    order = ["ciwl", "train", "flip", "icl"]
+    found = list(table["evaluator"].unique())
+    return sorted(found, key=lambda e: order.index(e) if e in order else len(order))
+
+
+def figure(table: pd.DataFrame, evaluator: str, metric: str = "in_context_acc") -> go.Figure:
+    rows = table[(table["evaluator"] == evaluator) & (table["metric"] == metric)]
+    steps = step_axis(rows)
+    kinds = [k for k in ("induction", "prev_token") if k in set(rows["intervention"])]
+    conditions = [c for c in CONDITIONS if c in set(rows["condition"])]
+    fig = make_subplots(rows=len(kinds), cols=len(conditions), shared_yaxes=True, horizontal_spacing=0.04,
+                        vertical_spacing=0.14,
+                        subplot_titles=[f"{TITLES[k]} — {c.replace('_', ' ')}" for k in kinds for c in conditions])
+    owners, traces, places = [], [], []
+    groups = {key: g.sort_values("strength") for key, g in rows.groupby(["step", "intervention", "condition", "head"])}
+    for s_index, step in enumerate(steps):
+        for r, kind in enumerate(kinds, start=1):
+            for c, condition in enumerate(conditions, start=1):
+                heads = sorted({h for (st, k, cond, h) in groups if st == step and k == kind and cond == condition},
+                               key=lambda h: int(h.split("H")[1]))
+                for head in heads:
+                    g = groups[(step, kind, condition, head)]
+                    number = int(head.split("H")[1])
+                    traces.append(go.Scatter(
+                        x=g["strength"], y=g["value"], mode="lines+markers", marker=dict(size=5), name=head,
+                        legendgroup=head, showlegend=r == 1 and c == 1, visible=s_index == len(steps) - 1,
+                        line=dict(color=head_colour(number)), customdata=2 * g["strength"] - 1,
+                        hovertemplate=f"{head}<br>S %{{x:.2f}} (delta %{{customdata:.2f}})<br>{metric} %{{y:.3f}}"
+                                      "<extra></extra>"))
+                    places.append((r, c))
+                    owners.append(s_index)
+    fig.add_traces(traces, rows=[p[0] for p in places], cols=[p[1] for p in places])
+    for r in range(1, len(kinds) + 1):
+        for c in range(1, len(conditions) + 1):
+            fig.add_hline(y=0.5, line=dict(color="grey", dash="dot", width=1), row=r, col=c)
+            fig.add_vline(x=0.5, line=dict(color="grey", dash="dot", width=1), row=r, col=c)
+    sliders = [dict(active=len(steps) - 1, currentvalue=dict(prefix="step "), pad=dict(t=40),
+                    steps=[dict(label=str(step), method="restyle", args=[{"visible": [o == i for o in owners]}])
+                           for i, step in enumerate(steps)])]
+    fig.update_xaxes(title_text="clamped strength S (attention delta = 2S - 1)", range=[-0.03, 1.03])
+    fig.update_yaxes(title_text=metric, range=[-0.03, 1.03], col=1)
+    fig.update_layout(title=f"Activation clamping on {evaluator}: {metric} against clamped strength",
+                      template="plotly_white", sliders=sliders, height=380 * len(kinds) + 180,
+                      width=max(900, 380 * len(conditions)))
+    return fig
