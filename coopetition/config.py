@@ -20,7 +20,7 @@ from coopetition.bank import BankConfig
 from coopetition.errors import ConfigError
 from coopetition.model.config import ModelConfig
 from coopetition.task.config import TaskConfig
-from coopetition.task.evaluators import EvalConfig
+from coopetition.task.evaluators import EvalConfig, check_pair_splits
 from coopetition.train.config import SeedConfig, TrainConfig
 
 
@@ -44,6 +44,7 @@ class RunConfig:
         if 2 * longest + 1 > self.model.max_seq_len:
             raise ConfigError(f"eval.suite {self.eval.suite!r} has context_len {longest}, which needs "
                               f"{2 * longest + 1} tokens > model.max_seq_len {self.model.max_seq_len}")
+        check_pair_splits(self.eval.evaluators(), self.task.mixture)
         from coopetition.interventions import validate_specs  # the package needs this module: import late
 
         validate_specs(self.interventions, self.model)
