@@ -1,7 +1,9 @@
 """The exemplar bank: one dense ``[classes, exemplars, dim]`` array that every sampler indexes into.
 
-The reference trains on ResNet-18 features of Omniglot (12,984 x 20 x 512, HDF5 dataset ``resnet18/224/feat``).
-We embed a synthetic stand-in so everything runs offline: one random prototype per class plus per-exemplar
+The reference trains on ResNet-18 features of Omniglot (12,984 x 20 x 512, HDF5 dataset ``resnet18/224/feat``,
+``omniglot_features_reordered.h5``) with classes split 12800/0/184 and exemplars 20/0/0. A file in exactly that layout
+gets those splits unless the config names its own, so ``--bank omniglot_features_reordered.h5`` alone trains the C25
+model (12,800 output classes, 1,719,232 parameters) rather than one over all 12,984 rows. We embed a synthetic stand-in so everything runs offline: one random prototype per class plus per-exemplar
 within-class noise. The noise level is what makes exemplar matching (ICL) imperfect while each exemplar can still
 be memorised (IWL), which is the regime in which ICL is transient.
 """
@@ -22,6 +24,12 @@ from coopetition.errors import ConfigError, DataError
 
 SYNTHETIC = "synthetic"
 DEFAULT_H5_DATASET = "resnet18/224/feat"
+# The reference's feature file (REFERENCE 1.2) and the splits every C25 run gives it.
+REFERENCE_SHAPE = (12984, 20, 512)
+REFERENCE_CLASS_SPLIT = (12800, 0, 184)
+REFERENCE_EXEMPLAR_SPLIT = (20, 0, 0)
+# Where a bank's splits came from, recorded in the run's config.json ("derived").
+SPLITS_FROM_CONFIG, SPLITS_FROM_REFERENCE, SPLITS_WHOLE_BANK = "config", "reference layout", "whole bank"
 MAX_SYNTHETIC = 4 * 10**9  # floats (16 GB); C25's bank is 1.3e8
 
 
@@ -31,7 +39,9 @@ class BankConfig:
 
     ``source`` is ``"synthetic"`` or a path to ``.npy``/``.npz``/``.safetensors``/``.h5``. The synthetic fields
     (``classes``, ``exemplars``, ``dim``, ``within_class_noise``, ``seed``) are ignored for files. Splits are
-    ``(train, val, test)`` contiguous ranges as in the reference; ``None`` means "all train".
+    ``(train, val, test)`` contiguous ranges as in the reference; ``None`` means "all train", except for an HDF5 file
+    in the reference's layout (``h5_dataset`` ``resnet18/224/feat`` of shape 12984 x 20 x 512), which gets the
+    reference's ``(12800, 0, 184)`` / ``(20, 0, 0)``. A split given here always wins.
     """
 
     source: str = SYNTHETIC
@@ -79,11 +89,16 @@ class BankConfig:
 
 @dataclass(frozen=True)
 class ExemplarBank:
-    """The feature array plus its splits. Class index k is also the in-weights label of class k."""
+    """The feature array plus its splits. Class index k is also the in-weights label of class k.
+
+    ``splits_from`` says where the splits came from: ``config``, ``reference layout`` (the default for the reference's
+    feature file) or ``whole bank`` (no split given: everything is train); if they differ per axis, both are named.
+    """
 
     features: Float[Tensor, "classes exemplars dim"]
     class_split: tuple[int, int, int]
     exemplar_split: tuple[int, int, int]
+    splits_from: str = SPLITS_FROM_CONFIG
 
     @property
     def n_classes(self) -> int:
@@ -148,13 +163,34 @@ def load_bank(config: BankConfig) -> ExemplarBank:
         features = _read_array(Path(config.source), config)
     _check_features(features, config.source)
     n_cls, n_ex, _ = features.shape
-    class_split = config.class_split or (n_cls, 0, 0)
-    exemplar_split = config.exemplar_split or (n_ex, 0, 0)
+    reference = is_reference_layout(config, tuple(features.shape))
+    class_split, class_from = _default_split(config.class_split, REFERENCE_CLASS_SPLIT if reference else None, n_cls)
+    exemplar_split, exemplar_from = _default_split(config.exemplar_split,
+                                                   REFERENCE_EXEMPLAR_SPLIT if reference else None, n_ex)
+    splits_from = class_from if class_from == exemplar_from else f"class: {class_from}, exemplar: {exemplar_from}"
     if sum(class_split) != n_cls:
         raise ConfigError(f"bank.class_split {class_split} must sum to the bank's {n_cls} classes")
     if sum(exemplar_split) != n_ex:
         raise ConfigError(f"bank.exemplar_split {exemplar_split} must sum to the bank's {n_ex} exemplars")
-    return ExemplarBank(features.contiguous(), tuple(class_split), tuple(exemplar_split))
+    return ExemplarBank(features.contiguous(), tuple(class_split), tuple(exemplar_split), splits_from)
+
+
+def is_reference_layout(config: BankConfig, shape: tuple[int, ...]) -> bool:
+    """An HDF5 bank read from the reference's dataset path with the reference's shape (REFERENCE 1.2).
+
+    Shape and path are all a file tells us: ``omniglot_features_all.h5`` (rows not reordered) looks the same and
+    gets the same default; give ``bank.class_split`` for any other meaning of those rows."""
+    is_h5 = Path(config.source).suffix.lower() in (".h5", ".hdf5")
+    return is_h5 and config.h5_dataset == DEFAULT_H5_DATASET and tuple(shape) == REFERENCE_SHAPE
+
+
+def _default_split(given: tuple[int, int, int] | None, reference: tuple[int, int, int] | None,
+                   size: int) -> tuple[tuple[int, int, int], str]:
+    if given is not None:
+        return tuple(given), SPLITS_FROM_CONFIG
+    if reference is not None:
+        return reference, SPLITS_FROM_REFERENCE
+    return (size, 0, 0), SPLITS_WHOLE_BANK
 
 
 def _read_array(path: Path, config: BankConfig) -> Tensor:

@@ -21,7 +21,7 @@ from coopetition.errors import ConfigError
 from coopetition.interventions import CheckpointRef, Intervention, parse_spec, validated
 from coopetition.model.config import ModelConfig
 from coopetition.task.config import TaskConfig
-from coopetition.task.evaluators import EvalConfig
+from coopetition.task.evaluators import EvalConfig, check_pair_splits
 from coopetition.train.config import SeedConfig, TrainConfig
 
 
@@ -48,6 +48,7 @@ class RunConfig:
         if 2 * longest + 1 > self.model.max_seq_len:
             raise ConfigError(f"eval.suite {self.eval.suite!r} has context_len {longest}, which needs "
                               f"{2 * longest + 1} tokens > model.max_seq_len {self.model.max_seq_len}")
+        check_pair_splits(self.eval.evaluators(), self.task.mixture)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data; interventions and checkpoint references as their spec strings, so

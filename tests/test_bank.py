@@ -1,10 +1,14 @@
-"""Exemplar bank: synthetic default, file formats, splits, bad files."""
+"""Exemplar bank: synthetic default, file formats, splits (the reference feature file's by default), bad files."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from coopetition import bank as bank_module
 from coopetition.bank import BankConfig, load_bank
+from coopetition.train.setup import Sizes
 from coopetition.errors import ConfigError, DataError
 
 
@@ -65,3 +69,63 @@ def test_bad_bank_files(tmp_path):
 def test_splits_must_sum_to_the_bank():
     with pytest.raises(ConfigError, match="sum"):
         load_bank(BankConfig(classes=10, exemplars=4, dim=2, class_split=(5, 0, 0)))
+
+
+def _h5_bank(path, shape, dataset="resnet18/224/feat"):
+    """An HDF5 bank of ``shape`` that is chunked and never written: a few KB on disk, zeros when read."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset(dataset, shape=shape, dtype="f4", chunks=True)
+    return str(path)
+
+
+@pytest.fixture
+def small_reference(monkeypatch):
+    """Shrink the recognised layout to 13 x 4 x 8 (splits 10/0/3, 4/0/0) so the same code path runs on tiny files."""
+    monkeypatch.setattr(bank_module, "REFERENCE_SHAPE", (13, 4, 8))
+    monkeypatch.setattr(bank_module, "REFERENCE_CLASS_SPLIT", (10, 0, 3))
+    monkeypatch.setattr(bank_module, "REFERENCE_EXEMPLAR_SPLIT", (4, 0, 0))
+
+
+def test_reference_layout_gets_the_reference_splits_unless_the_config_gives_one(tmp_path, small_reference):
+    path = _h5_bank(tmp_path / "feats.h5", (13, 4, 8))
+    bank = load_bank(BankConfig(source=path))
+    assert (bank.class_split, bank.exemplar_split, bank.splits_from) == ((10, 0, 3), (4, 0, 0), "reference layout")
+    mine = load_bank(BankConfig(source=path, class_split=(13, 0, 0)))
+    assert (mine.class_split, mine.exemplar_split) == ((13, 0, 0), (4, 0, 0))
+    assert mine.splits_from == "class: config, exemplar: reference layout"
+    both = load_bank(BankConfig(source=path, class_split=(12, 1, 0), exemplar_split=(3, 1, 0)))
+    assert (both.class_split, both.exemplar_split, both.splits_from) == ((12, 1, 0), (3, 1, 0), "config")
+
+
+def test_only_the_reference_shape_and_dataset_path_are_recognised(tmp_path, small_reference):
+    other_shape = load_bank(BankConfig(source=_h5_bank(tmp_path / "a.h5", (13, 5, 8))))
+    other_path = load_bank(BankConfig(source=_h5_bank(tmp_path / "b.h5", (13, 4, 8), "resnet18/224/last"),
+                                      h5_dataset="resnet18/224/last"))
+    np.save(tmp_path / "c.npy", np.zeros((13, 4, 8), dtype=np.float32))
+    not_h5 = load_bank(BankConfig(source=str(tmp_path / "c.npy")))
+    for bank in (other_shape, other_path, not_h5):
+        assert bank.class_split == (13, 0, 0) and bank.splits_from == "whole bank"
+    synthetic = load_bank(BankConfig(classes=13, exemplars=4, dim=8))
+    assert synthetic.class_split == (13, 0, 0) and synthetic.splits_from == "whole bank"
+
+
+def test_reference_feature_file_trains_the_c25_model_with_1719232_parameters(tmp_path):
+    """The real 12984 x 20 x 512 shape (read as 532 MB of zeros, ~2 s): C25 on it trains 12800 classes, not 12984."""
+    from coopetition.presets import get_preset
+    from coopetition.train.setup import derive_sizes, model_for
+
+    c25 = get_preset("c25")
+    config = replace(c25, bank=replace(c25.bank, source=_h5_bank(tmp_path / "omniglot_features_reordered.h5",
+                                                                 (12984, 20, 512))))
+    sizes = derive_sizes(config, load_bank(config.bank))
+    assert (sizes.class_split, sizes.exemplar_split, sizes.splits_from) == ((12800, 0, 184), (20, 0, 0),
+                                                                             "reference layout")
+    assert sizes.n_labels == sizes.n_outputs == 12800
+    # REFERENCE 3.4: exemplar embed 512*64+64, labels 12800*64, APE 32*64, 2 blocks of (LN 128 + QKV 12288 +
+    # out 4096), final LN 128, unembed 12800*64+12800
+    assert 32_832 + 819_200 + 2_048 + 2 * (128 + 12_288 + 4_096) + 128 + 832_000 == 1_719_232
+    assert model_for(config, sizes).n_parameters() == 1_719_232
+    # all 12984 rows as train classes (what the file gave before it was recognised): 184 more labels and outputs
+    whole = Sizes(512, 12984, 12984)
+    assert model_for(config, whole).n_parameters() == 1_719_232 + 184 * (64 + 64 + 1) == 1_742_968

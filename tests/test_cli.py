@@ -54,7 +54,7 @@ def test_resume_refuses_a_new_config(tmp_path, capsys):
 def test_presets_lists_every_preset(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
-    for name in ("quick", "c25", "ciwl-only", "icl-only", "mq", "12l"):
+    for name in ("quick", "c25", "ciwl-only", "icl-only", "mq", "12l", "ih24"):
         assert name in out
 
 

@@ -83,7 +83,7 @@ def test_the_shipped_sweep_files_expand_to_four_valid_points():
     ("seeds = [0]", "[executor]\nslurm_partitio = \"gpu\"", "unknown setting 'slurm_partitio'"),
     ("seeds = [0]", "[executor]\nwhatever = 1", "unknown setting 'whatever'"),
     ("seeds = [0]", "bogus = 1", "grid axis 'bogus' must be a non-empty list"),
-    ("seeds = [0]\ntrain.checkpoint_schedule = [\"every:0\"]", "", "the interval must be >= 1"),
+    ("seeds = [0]\ntrain.checkpoint_schedule = [\"every:0\"]", "", "the interval must be > 0"),
     ("bank.source = [\"/no/such/bank.npy\"]", "", "bank.source file not found"),
 ])
 def test_bad_sweep_files_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, grid, extra, message):

@@ -22,6 +22,7 @@ def test_training_writes_a_complete_run(tmp_path, tiny_config):
     meta = json.loads((run.path / "config.json").read_text())
     assert meta["config"]["train"]["lr"] == 1e-3 and meta["seeds"] == {"init": 5, "train": 2, "eval": 1}
     assert "torch" in meta["versions"] and meta["derived"]["n_labels"] == 48
+    assert meta["derived"]["class_split"] == [48, 0, 0] and meta["derived"]["splits_from"] == "whole bank"
     assert [c.step for c in run.checkpoints(verify=True)] == [0, 10, 20, 30]
     frame = run.eval_table()
     assert list(frame.columns) == ["step", "sequences", "evaluator", "metric", "value"]

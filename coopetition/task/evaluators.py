@@ -78,8 +78,24 @@ def _ctx8() -> tuple[EvaluatorSpec, ...]:
     )
 
 
+# IH24's training data and relabelling: ctx 2, B 1, 5 labels, label pairs split 8 train / 2 val (seed 20).
+IH24_FEWSHOT = SequenceSpec(context_len=2, burstiness=1, relabel="fewshot", fewshot_labels=5, fewshot_split=(8, 2, 0))
+
+
+def _ih24() -> tuple[EvaluatorSpec, ...]:
+    """ih_paper_runs.sh: 1000 sequences each over whole splits (train classes 0-49, exemplar 0; val exemplars 1-4;
+    test classes). Only ``fsl_val_rl`` uses the held-out label pairs; the rest relabel with the train pairs."""
+    common = dict(max_classes=None, max_exemplars=None, n_seqs=1000)
+    return (
+        EvaluatorSpec("fsl_train", IH24_FEWSHOT, **common),
+        EvaluatorSpec("fsl_val_rl", replace(IH24_FEWSHOT, fewshot_pairs="val"), **common),
+        EvaluatorSpec("fsl_train_valex", IH24_FEWSHOT, exemplar_split="val", **common),
+        EvaluatorSpec("fsl_test_class", IH24_FEWSHOT, class_split="test", **common),
+    )
+
+
 # Reference names: train = train_eval, icl = icl, flip = flip_icl, ciwl = iwl_copy_avail, iwl = pure_iwl.
-SUITES = {"ctx2": _ctx2, "ctx8": _ctx8}
+SUITES = {"ctx2": _ctx2, "ctx8": _ctx8, "ih24": _ih24}
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,22 @@ class EvalConfig:
         overrides = {k: getattr(self, k) for k in ("n_seqs", "max_classes", "max_exemplars")
                      if getattr(self, k) is not None}
         return tuple(replace(spec, **overrides) for spec in SUITES[self.suite]())
+
+
+def check_pair_splits(evaluators: tuple[EvaluatorSpec, ...], training: tuple[SequenceSpec, ...]) -> None:
+    """An evaluator that scores held-out label pairs is meaningful only if training relabels with the same labels and
+    split (the reference has one ``fs_relabel``/``fs_relabel_split`` per run); refuse a suite that does not match."""
+    def split_of(spec: SequenceSpec) -> tuple:
+        return spec.fewshot_labels, tuple(spec.fewshot_split), spec.fewshot_split_seed
+
+    trained = {split_of(s) for s in training if s.relabel == "fewshot" and s.fewshot_split is not None}
+    for evaluator in evaluators:
+        spec = evaluator.sequence
+        if spec.relabel == "fewshot" and spec.fewshot_split is not None and split_of(spec) not in trained:
+            labels, shares, seed = split_of(spec)
+            raise ConfigError(f"evaluator {evaluator.name!r} relabels with {labels} labels, pairs split {shares} "
+                              f"(seed {seed}); the training mixture must relabel the same way (task.mixture: "
+                              f"relabel='fewshot', fewshot_labels={labels}, fewshot_split={list(shares)})")
 
 
 def build_eval_sets(specs: tuple[EvaluatorSpec, ...], bank: ExemplarBank, eval_seed: int) -> dict[str, SequenceBatch]:

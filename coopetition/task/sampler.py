@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from coopetition.task.label_pairs import draw_pairs
 from coopetition.task.sequence import BURSTY, DISTRACTOR, OTHER, QUERY, SequenceSpec
 
 
@@ -136,10 +137,14 @@ def sample_sequences(spec: SequenceSpec, pool: ClassPool, n: int, gen: torch.Gen
         slot = torch.randint(n_ctx, (n,), generator=gen, device=device)
         labels[rows, slot] = classes[:, -1]
     if spec.relabel in ("fewshot", "01"):
-        n_labels = 2 if spec.relabel == "01" else spec.fewshot_labels
-        first = torch.randint(n_labels, (n, 1), generator=gen, device=device)
-        second = torch.randint(n_labels - 1, (n, 1), generator=gen, device=device)
-        second = second + (second >= first).long()  # a uniformly random ordered pair of distinct labels
+        table = spec.label_pairs(device)
+        if table is not None:  # a pair from the spec's part of the split (IH24), in random order
+            first, second = draw_pairs(table, n, gen, device)
+        else:  # a uniformly random ordered pair of distinct labels = a uniform unordered pair in random order
+            n_labels = 2 if spec.relabel == "01" else spec.fewshot_labels
+            first = torch.randint(n_labels, (n, 1), generator=gen, device=device)
+            second = torch.randint(n_labels - 1, (n, 1), generator=gen, device=device)
+            second = second + (second >= first).long()
         labels = torch.where(is_bursty | (item_types == QUERY), first, labels)
         labels = torch.where(is_dis, second, labels)
     elif spec.relabel == "flip":

@@ -26,7 +26,7 @@ from coopetition.train.schedule import schedule_steps
 from coopetition.train.setup import derive_sizes, eval_sets_for, load_run_bank, model_for, training_pool
 from coopetition.train.sources import keep_sources, load_source_model, resolve_sources, run_graft_models
 from coopetition.train.state import restore_resume, resume_tensors
-from coopetition.train.step import TrainStep, compiled_forward, make_optimizer
+from coopetition.train.step import TrainStep, compiled_forward, make_optimizer, parameter_names
 
 PROGRESS_METRICS = (("flip", "in_context_acc"), ("ciwl", "in_context_acc"), ("icl", "in_context_acc"))
 
@@ -73,7 +73,7 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
     data_gen = torch.Generator(device).manual_seed(config.seeds.train)
     train_step = TrainStep(compiled_forward(forward) if tc.compile else forward, optimizer, trainable, features, pool,
                            config.task.mixture, config.task.mixture_weights, tc.batch_size, data_gen,
-                           tc.weight_decay, tc.weight_decay_form, tc.amp)
+                           tc.weight_decay, tc.weight_decay_form, tc.amp, parameter_names(model, trainable))
 
     start_step, eval_rows, train_rows = 0, [], []
     running_loss, since_log = torch.zeros((), device=device), 0  # the partial log interval, part of resume state

@@ -23,12 +23,21 @@ if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model
 
 @dataclass(frozen=True)
 class Sizes:
-    """Sizes fixed by the data: the label table and the output layer both cover the training classes (C25: 12800),
-    or the few-shot label vocabulary if that is larger."""
+    """Sizes fixed by the data, recorded in the run's ``config.json`` ("derived").
+
+    The label table and the output layer have the reference's ``model_output_classes``: the few-shot label count when
+    every training spec relabels (IH24: 5, whatever the number of training classes), else the training classes
+    (C25: 12800), or the few-shot labels if a partly relabelled mixture needs more. The bank's splits and where they
+    came from (``config``, ``reference layout``, ``whole bank``) are recorded with them, since they fix the class
+    count.
+    """
 
     input_dim: int
     n_labels: int
     n_outputs: int
+    class_split: tuple[int, int, int] | None = None
+    exemplar_split: tuple[int, int, int] | None = None
+    splits_from: str | None = None
 
 
 def training_pool(config: RunConfig, bank: ExemplarBank, device: str | torch.device = "cpu") -> ClassPool:
@@ -45,8 +54,10 @@ def training_pool(config: RunConfig, bank: ExemplarBank, device: str | torch.dev
 
 def derive_sizes(config: RunConfig, bank: ExemplarBank) -> Sizes:
     c_lo, c_hi = bank.class_range(config.task.class_split)
-    vocab = max([c_hi] + [s.label_vocab_needed for s in config.task.mixture])
-    return Sizes(bank.dim, vocab, vocab)
+    relabelled = [s.label_vocab_needed for s in config.task.mixture]
+    # Class labels reach c_hi - 1 unless every spec replaces them (main.py: model_output_classes = fs_relabel).
+    vocab = max(relabelled) if all(relabelled) else max([c_hi] + relabelled)
+    return Sizes(bank.dim, vocab, vocab, bank.class_split, bank.exemplar_split, bank.splits_from)
 
 
 def model_for(config: RunConfig, sizes: Sizes, device: str | torch.device = "cpu") -> ICLTransformer:

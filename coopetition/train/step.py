@@ -6,7 +6,8 @@ The step never reads a value back to the host: it returns the detached loss, whi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,10 +39,37 @@ def compiled_forward(forward) -> Forward:
     return lambda exemplars, context_labels, target: network(exemplars, context_labels)
 
 
-def weight_penalty(params: Sequence[Tensor], form: str) -> Tensor:
-    """``sum ||theta||^2`` (``l2``) or the reference's ``sum ||theta_leaf||_2`` over parameter arrays."""
-    norms = [p.pow(2).sum() if form == "l2" else p.norm() for p in params]
-    return torch.stack(norms).sum()
+def reference_arrays(named: Iterable[tuple[str, Tensor]]) -> list[list[Tensor]]:
+    """Group our tensors into the reference's parameter arrays (the leaves its weight penalty sums over).
+
+    The reference has one fused, bias-free QKV matrix per layer where TransformerLens has ``W_Q``/``W_K``/``W_V``, so
+    those three form one array; every other tensor is an array of its own (exemplar-embed weight and bias, label
+    table, APE table, each LN scale and shift, out-projection, MLP weights and biases, final LN, unembed weight and
+    bias). Grouping goes by name, so a subset (the trainable part of a grafted model) groups the same way."""
+    groups: dict[str, list[Tensor]] = {}
+    for name, tensor in named:
+        key = _FUSED_QKV.sub(r"\1.W_QKV", name)
+        groups.setdefault(key, []).append(tensor)
+    return list(groups.values())
+
+
+_FUSED_QKV = re.compile(r"^(blocks\.\d+\.attn)\.W_[QKV]$")
+
+
+def parameter_names(model: nn.Module, params: Sequence[nn.Parameter]) -> list[tuple[str, nn.Parameter]]:
+    """``params`` with their names in ``model`` (for ``reference_arrays``); each must be one of its parameters."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [(names[id(p)], p) for p in params]
+
+
+def weight_penalty(arrays: Sequence[Sequence[Tensor]], form: str) -> Tensor:
+    """``sum ||theta||^2`` over every tensor (``l2``), or the reference's ``sum_arrays ||array||_2`` (``unsquared``,
+    main.py L81: a group lasso over its parameter arrays; a fused QKV array's norm is
+    sqrt(||W_Q||^2 + ||W_K||^2 + ||W_V||^2), not the sum of three norms)."""
+    if form == "l2":
+        return torch.stack([t.pow(2).sum() for array in arrays for t in array]).sum()
+    # the norm of the parts' norms: no concatenated copy, and a zero tensor (a bias at init) has gradient 0, not nan
+    return torch.stack([torch.stack([t.norm() for t in array]).norm() for array in arrays]).sum()
 
 
 @dataclass
@@ -60,9 +88,18 @@ class TrainStep:
     weight_decay: float = 0.0
     weight_decay_form: str = "l2"
     amp: bool = False  # bfloat16 autocast around the forward; the loss is taken in float32
+    # ``trainable`` named as in the model (``parameter_names``), so the penalty sees the reference's arrays; without
+    # names each tensor counts as one array, which differs from the reference only for the unsquared form
+    named_trainable: Sequence[tuple[str, nn.Parameter]] | None = None
 
     def __post_init__(self) -> None:
         self.specs, self.weights = list(self.specs), list(self.weights)
+        if self.named_trainable is None:
+            self.penalty_arrays = [[p] for p in self.trainable]
+        else:
+            if [id(p) for _, p in self.named_trainable] != [id(p) for p in self.trainable]:
+                raise ValueError("named_trainable must name exactly the trainable tensors, in order")
+            self.penalty_arrays = reference_arrays(self.named_trainable)
 
     def __call__(self) -> Tensor:
         batch = sample_mixture(self.specs, self.weights, self.pool, self.batch_size, self.gen, self.features.device)
@@ -71,7 +108,7 @@ class TrainStep:
         loss = query_loss(logits.float(), batch.target)  # .float() is a no-op (no graph node) without amp
         total = loss
         if self.weight_decay:
-            total = loss + self.weight_decay * weight_penalty(self.trainable, self.weight_decay_form)
+            total = loss + self.weight_decay * weight_penalty(self.penalty_arrays, self.weight_decay_form)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
