@@ -174,6 +174,22 @@ class ICLTransformer(HookedTransformer):
         return self.run_with_cache(exemplars, context_labels, labels=labels,
                                    names_filter=None if wanted is None else (lambda name: name in wanted))
 
+    @contextmanager
+    def per_head_hooks(self) -> Iterator["ICLTransformer"]:
+        """Inside the block, every attention layer also exposes each head's own input and output:
+        ``blocks.{l}.hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` ``[batch, pos, head, d_model]`` (the
+        residual stream as that head's query, key or value reads it, before LayerNorm) and ``blocks.{l}.attn.hook_result``
+        ``[batch, pos, head, d_model]`` (what the head writes). Path patching and edge attribution edit one head's
+        input alone; the values are the same as without it, it only costs memory."""
+        before = (self.cfg.use_split_qkv_input, self.cfg.use_attn_result)
+        self.set_use_split_qkv_input(True)
+        self.set_use_attn_result(True)
+        try:
+            yield self
+        finally:
+            self.set_use_split_qkv_input(before[0])
+            self.set_use_attn_result(before[1])
+
     def hook_names(self) -> list[str]:
         return list(self.hook_dict)
 
