@@ -45,7 +45,7 @@ def one_forward_per_variant(model, data, readout, variants, own=()) -> torch.Ten
 def test_batched_ablation_and_clamping_equal_the_oracle(build):
     model, data = build(), handmade_data("flip", n=24, relabel="flip")
     forward = intervene((), model)
-    _, baseline = forward.run_with_cache(data.exemplars, data.context_labels, data.target)
+    _, baseline = forward.run_cached(data.exemplars, data.context_labels, data.target)
     variants = [v for _, v in ablation_variants(model.cfg.n_layers, model.cfg.n_heads)[0]]
     variants += [v for _, v in clamp_variants(model.cfg.n_layers, model.cfg.n_heads, (0.0, 0.3, 1.0))]
     readout = readout_labels(data.context_labels, data.target)
@@ -62,7 +62,7 @@ def test_the_runs_own_interventions_apply_to_every_variant():
     model, data = deep_model(), handmade_data("ciwl", n=20, burstiness=0, assign_query_label_random=True)
     own = tuple(parse_spec(s) for s in ("ablate:0:1", "induction:2:0:0.7", "copy:2:1"))
     forward = intervene(own, model)
-    _, baseline = forward.run_with_cache(data.exemplars, data.context_labels, data.target)
+    _, baseline = forward.run_cached(data.exemplars, data.context_labels, data.target)
     variants = [(), (parse_spec("ablate:1:0"),), (parse_spec("ablate:2:1"),), (parse_spec("ablate_embed"),),
                 (parse_spec("prev_token:0:0:1"),), (parse_spec("temperature:2:1:3"),)]
     readout = readout_labels(data.context_labels, data.target)
@@ -77,8 +77,8 @@ def test_batched_patching_equals_the_oracle():
     forward = intervene((), model)
     [pair] = build_pairs({"flip": handmade_data("flip", n=16, relabel="flip")})
     x, y, t = pair.corrupt.exemplars, pair.corrupt.context_labels, pair.corrupt.target
-    _, clean = forward.run_with_cache(pair.clean.exemplars, pair.clean.context_labels)
-    _, corrupt = forward.run_with_cache(x, y)
+    _, clean = forward.run_cached(pair.clean.exemplars, pair.clean.context_labels)
+    _, corrupt = forward.run_cached(x, y)
     variants = [(patch,) for _, patch in patch_variants(model.cfg.n_layers, model.cfg.n_heads, n_pos=5)]
     expected = []
     with torch.no_grad():

@@ -30,7 +30,7 @@ def forward(model):
 
 @pytest.fixture(scope="module")
 def flip_ablation_rows(forward, flip):
-    _, cache = forward.run_with_cache(flip.exemplars, flip.context_labels, flip.target)
+    _, cache = forward.run_cached(flip.exemplars, flip.context_labels, flip.target)
     return pd.DataFrame(ablation_rows(forward, flip, cache, max_rows=4096))
 
 
@@ -81,8 +81,8 @@ def test_layer_ablations_and_composition(flip_ablation, flip_ablation_prob):
 @pytest.fixture(scope="module")
 def flip_patching(forward, flip):
     [pair] = build_pairs({"flip": flip.head(96)})
-    clean_logits, clean = forward.run_with_cache(pair.clean.exemplars, pair.clean.context_labels)
-    corrupt_logits, corrupt = forward.run_with_cache(pair.corrupt.exemplars, pair.corrupt.context_labels)
+    clean_logits, clean = forward.run_cached(pair.clean.exemplars, pair.clean.context_labels)
+    corrupt_logits, corrupt = forward.run_cached(pair.corrupt.exemplars, pair.corrupt.context_labels)
     return pd.DataFrame(patching_rows(forward, pair, clean, clean_logits, corrupt, corrupt_logits, 4096))
 
 
@@ -111,7 +111,7 @@ def test_attribution_agrees_with_exact_patching_in_sign_and_rank(flip_patching):
 
 
 def test_progress_measures_find_the_circuit(model, flip):
-    _, cache = model.run_with_cache(flip.exemplars, flip.context_labels)
+    _, cache = model.run_cached(flip.exemplars, flip.context_labels)
     measures = head_measures(model, flip, cache)
     layer, head = INDUCTION
     assert measures["induction_strength"][layer, head] > 0.95
@@ -126,7 +126,7 @@ def test_progress_measures_find_the_circuit(model, flip):
 
 def test_on_ciwl_data_the_icl_model_is_at_chance(model):
     ciwl = handmade_data("ciwl", burstiness=0, assign_query_label_random=True)
-    _, cache = model.run_with_cache(ciwl.exemplars, ciwl.context_labels)
+    _, cache = model.run_cached(ciwl.exemplars, ciwl.context_labels)
     assert abs(float(head_measures(model, ciwl, cache)["induction_strength"][INDUCTION])) < 0.1
     assert torch.isfinite(cache["blocks.1.attn.hook_pattern"]).all()
 
@@ -136,7 +136,7 @@ def clamped(model, forward, flip):
     """Clamp scores on Flip: ``{(intervention, condition, head, strength): (acc, prob)}``."""
     strengths = (0.0, 0.25, 0.5, 0.75, 1.0)
     variants = clamp_variants(2, 4, strengths)
-    _, cache = forward.run_with_cache(flip.exemplars, flip.context_labels, flip.target)
+    _, cache = forward.run_cached(flip.exemplars, flip.context_labels, flip.target)
     scores = variant_scores(forward, flip, cache, [v for _, v in variants], 4096)
     return {(lab["intervention"], lab["condition"], lab["head"], lab["strength"]):
             (scores["in_context_acc"][i], scores["in_context_prob"][i]) for i, (lab, _) in enumerate(variants)}

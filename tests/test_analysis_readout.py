@@ -32,7 +32,7 @@ def test_readout_matches_the_models_logits_and_metrics():
 def test_starting_from_the_cached_residual_changes_nothing():
     model, data = random_model(), handmade_data("flip", relabel="flip")
     forward = intervene((), model)
-    _, cache = forward.run_with_cache(data.exemplars, data.context_labels)
+    _, cache = forward.run_cached(data.exemplars, data.context_labels)
     variants = [(parse_spec("ablate:1:0"),), (parse_spec("ablate:0:1"),), (parse_spec("preserve:patterns:0"),), ()]
     readout = readout_labels(data.context_labels, data.target)
     args = (data.exemplars, data.context_labels, data.target, variants, readout)
@@ -47,7 +47,7 @@ def test_keeping_patterns_or_values_is_moot_for_a_last_layer_head():
     """Why ablation reports zero_keep_* of last-layer units as plain zero without running them."""
     model, data = random_model(2), handmade_data("train")
     forward = intervene((), model)
-    _, cache = forward.run_with_cache(data.exemplars, data.context_labels)
+    _, cache = forward.run_cached(data.exemplars, data.context_labels)
     readout = readout_labels(data.context_labels, data.target)
     plain, kept = forward.run_variants(data.exemplars, data.context_labels, data.target,
                                        [(parse_spec("ablate:1:1"),),

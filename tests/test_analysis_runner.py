@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from coopetition.analysis.base import get, names
+from coopetition.analysis.registry import get, names
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.runner import SelectionWarning, analyze
 from coopetition.cli import main

@@ -56,7 +56,7 @@ def test_graft_out_runs_our_early_layers_into_the_frozen_late_layers(source):
     wrapped = intervene_from_runs((f"graft_out:{source}@10:0",), ours, bank.fingerprint())
     frozen = source_model(source)
     exemplars, labels, _ = batch(ours)
-    _, cache = ours.run_with_cache(exemplars, labels)
+    _, cache = ours.run_cached(exemplars, labels)
     residual = ICLTransformer.__mro__[1].forward(frozen, cache["blocks.0.hook_resid_post"], start_at_layer=1,
                                                  stop_at_layer=2)
     expected = frozen.unembed(frozen.ln_final(residual))[:, -1]
@@ -68,7 +68,7 @@ def test_graft_in_runs_our_late_layers_on_the_frozen_residual(source):
     wrapped = intervene_from_runs((f"graft_in:{source}@last:0",), ours, bank.fingerprint())
     frozen = source_model(source)
     exemplars, labels, _ = batch(ours)
-    _, cache = frozen.run_with_cache(exemplars, labels)
+    _, cache = frozen.run_cached(exemplars, labels)
     residual = ICLTransformer.__mro__[1].forward(ours, cache["blocks.0.hook_resid_post"], start_at_layer=1,
                                                  stop_at_layer=2)
     torch.testing.assert_close(wrapped(exemplars, labels), ours.unembed(ours.ln_final(residual))[:, -1],
@@ -106,7 +106,7 @@ def test_other_interventions_address_the_grafted_network(source):
     ours, bank = fresh_model()
     wrapped = intervene_from_runs((f"graft_out:{source}@10:0", "induction:1:0:1.0"), ours, bank.fingerprint())
     exemplars, labels, target = batch(ours)
-    _, cache = wrapped.run_with_cache(exemplars, labels, target)
+    _, cache = wrapped.run_cached(exemplars, labels, target)
     correct = torch.where(labels[:, 0] == target, 1, 3)
     assert (cache["blocks.1.attn.hook_pattern"][torch.arange(12), 0, -1, correct] == 1).all()
     assert not any(p.requires_grad for p in wrapped.sources[0].parameters())

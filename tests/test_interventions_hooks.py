@@ -26,7 +26,7 @@ def inputs(batch: int = 6, ctx: int = 2, seed: int = 0):
 
 
 def run(model, specs, data, names=None):
-    return intervene(specs, model).run_with_cache(*data, names=names)
+    return intervene(specs, model).run_cached(*data, names=names)
 
 
 def test_no_intervention_is_the_bare_model():
@@ -60,7 +60,7 @@ def test_clamped_induction_pattern_is_the_pattern_the_model_uses():
     z = torch.einsum("bk,bkd->bd", expected, cache["blocks.1.attn.hook_v"][:, :, 0])
     torch.testing.assert_close(cache["blocks.1.attn.hook_z"][:, -1, 0], z, rtol=0, atol=1e-6)
     # the other head, and earlier rows, are untouched
-    _, clean = model.run_with_cache(exemplars, labels)
+    _, clean = model.run_cached(exemplars, labels)
     assert torch.equal(pattern[:, 1], clean["blocks.1.attn.hook_pattern"][:, 1])
     assert torch.equal(pattern[:, 0, :-1], clean["blocks.1.attn.hook_pattern"][:, 0, :-1])
     assert not torch.allclose(logits, model(exemplars, labels))
@@ -74,7 +74,7 @@ def test_induction_needs_the_target():
 
 def test_pattern_preserving_ablation_leaves_downstream_patterns_bit_identical():
     model, data = tiny_model(), inputs()
-    _, clean = model.run_with_cache(*data[:2])
+    _, clean = model.run_cached(*data[:2])
     _, preserved = run(model, ("ablate:0:*", "preserve:patterns"), data)
     _, ablated = run(model, ("ablate:0:*",), data)
     assert torch.equal(preserved["blocks.1.attn.hook_pattern"], clean["blocks.1.attn.hook_pattern"])
@@ -86,7 +86,7 @@ def test_pattern_preserving_ablation_leaves_downstream_patterns_bit_identical():
                                    ("preserve:patterns+values", "ablate:0:1:mean")])
 def test_ablation_wins_over_preservation_in_either_order(specs):
     model, data = tiny_model(), inputs()
-    _, clean = model.run_with_cache(*data[:2])
+    _, clean = model.run_cached(*data[:2])
     _, cache = run(model, specs, data)
     expected = clean["blocks.0.attn.hook_z"][:, :, 1].mean(0, keepdim=True) if specs[1].endswith("mean") else 0.0
     torch.testing.assert_close(cache["blocks.0.attn.hook_z"][:, :, 1],
@@ -95,7 +95,7 @@ def test_ablation_wins_over_preservation_in_either_order(specs):
 
 def test_mean_and_resample_ablation_use_the_clean_batch():
     model, data = tiny_model(), inputs()
-    _, clean = model.run_with_cache(*data[:2])
+    _, clean = model.run_cached(*data[:2])
     z = clean["blocks.1.attn.hook_z"]
     _, mean = run(model, ("ablate:1:0:mean",), data)
     _, resample = run(model, ("ablate:1:0:resample",), data)
@@ -107,7 +107,7 @@ def test_mean_and_resample_ablation_use_the_clean_batch():
 @pytest.mark.parametrize("positional, q, k", [("learned", "hook_q", "hook_k"), ("rotary", "hook_rot_q", "hook_rot_k")])
 def test_preserving_queries_keys_and_values_fixes_layer_1_against_layer_0_ablation(positional, q, k):
     model, data = tiny_model(positional=positional), inputs()
-    _, clean = model.run_with_cache(*data[:2])
+    _, clean = model.run_cached(*data[:2])
     _, cache = run(model, ("ablate:0:*", "preserve:queries+keys+values:1"), data)
     for name in (q, k, "hook_v", "hook_pattern"):
         assert torch.equal(cache[f"blocks.1.attn.{name}"], clean[f"blocks.1.attn.{name}"]), name
@@ -134,7 +134,7 @@ def test_prev_token_clamp_is_exactly_the_requested_pattern(labels_only):
     model, data = tiny_model(), inputs()
     spec = "prev_token:0:1:0.7" + (":labels" if labels_only else "")
     _, cache = run(model, (spec,), data)
-    _, clean = model.run_with_cache(*data[:2])
+    _, clean = model.run_cached(*data[:2])
     pattern, before = cache["blocks.0.attn.hook_pattern"][:, 1], clean["blocks.0.attn.hook_pattern"][:, 1]
     ideal = torch.diag(torch.full((4,), 0.7), -1) + torch.diag(torch.full((5,), 0.3))
     ideal[0, 0] = 1.0
@@ -174,7 +174,7 @@ def test_silenced_heads_attend_from_the_query_only_to_labels():
 
 def test_temperature_divides_the_attention_logits():
     model, data = tiny_model(), inputs()
-    _, clean = model.run_with_cache(*data[:2])
+    _, clean = model.run_cached(*data[:2])
     _, cache = run(model, ("temperature:1:1:4",), data)
     expected = torch.softmax(clean["blocks.1.attn.hook_attn_scores"][:, 1] / 4, dim=-1)
     torch.testing.assert_close(cache["blocks.1.attn.hook_pattern"][:, 1], expected)
@@ -209,7 +209,7 @@ def test_interventions_compose_in_one_pass():
     model, data = tiny_model(n_heads=4), inputs()
     specs = ("ablate:0:0,0:3", "prev_token:0:1:1.0:labels", "induction:1:2:1.0", "silence:1:3", "temperature:1:0:2")
     wrapped = intervene(specs, model)
-    logits, cache = wrapped.run_with_cache(*data)
+    logits, cache = wrapped.run_cached(*data)
     assert torch.count_nonzero(cache["blocks.0.attn.hook_z"][:, :, [0, 3]]) == 0
     label_rows = cache["blocks.0.attn.hook_pattern"][:, 1, [1, 3]]
     assert (label_rows[:, 0, 0] == 1).all() and (label_rows[:, 1, 2] == 1).all()  # labels attend to their exemplar

@@ -7,7 +7,7 @@ from typing import ClassVar
 import pytest
 import torch
 
-from coopetition.config import apply_override, config_from_dict
+from coopetition.config import config_from_dict
 from coopetition.errors import ConfigError
 from coopetition.interventions import REGISTRY, Intervention, intervene, parse_spec
 from coopetition.interventions.cli import (add_analyze_arguments, add_train_arguments, init_from_arg,

@@ -48,7 +48,7 @@ def test_tokens_are_interleaved_exemplar_label_pairs_then_query():
     model = build_model(ModelConfig(d_model=16, n_heads=2), 8, 10, 10, init_seed=0)
     exemplars = torch.randn(3, 4, 8)
     labels = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
-    _, cache = model.run_with_cache(exemplars, labels)
+    _, cache = model.run_cached(exemplars, labels)
     embed = cache["hook_embed"]
     assert embed.shape == (3, 7, 16)
     x = exemplars @ model.embed.W_x + model.embed.b_x

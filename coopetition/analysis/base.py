@@ -86,7 +86,7 @@ class Checkpoint:
                 logits, cache = self.baseline(full)
                 self._passes[key] = logits[: data.n], slice_cache(cache, data.n)
             else:
-                self._passes[key] = self.context.timed("forward", self.context.forward.run_with_cache,
+                self._passes[key] = self.context.timed("forward", self.context.forward.run_cached,
                                                        data.exemplars, data.context_labels, data.target)
         return self._passes[key]
 
@@ -126,14 +126,3 @@ class Analysis:
         return {}
 
     figures: ClassVar[Callable[[dict[str, "pd.DataFrame"]], list] | None] = None
-
-
-def names() -> tuple[str, ...]:
-    from coopetition.analysis import registry  # noqa: F401  (importing the modules registers their classes)
-
-    return tuple(REGISTRY)
-
-
-def get(name: str) -> type[Analysis]:
-    names()
-    return REGISTRY[name]

@@ -13,7 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from coopetition.analysis.base import REGISTRY, names
+from coopetition.analysis.base import REGISTRY
+from coopetition.analysis.registry import names
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.errors import ConfigError
 from coopetition.interventions import cli as intervention_cli

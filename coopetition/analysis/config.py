@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from coopetition.analysis.registry import get, names
 from coopetition.errors import ConfigError
 from coopetition.interventions import Intervention, parse_spec
 
@@ -57,8 +58,7 @@ class AnalysisConfig:
     interventions: tuple[Intervention, ...] = ()
 
     def __post_init__(self) -> None:
-        from coopetition.analysis.base import names  # the registry imports every analysis module
-
+        
         object.__setattr__(self, "interventions", tuple(parse_spec(i) if isinstance(i, str) else i
                                                         for i in self.interventions))
         known = names()
@@ -91,8 +91,6 @@ class AnalysisConfig:
 
     @property
     def needs_model(self) -> bool:
-        from coopetition.analysis.base import get
-
         return any(get(a).needs_model for a in self.analyses)
 
     def to_dict(self) -> dict:

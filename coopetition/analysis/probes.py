@@ -90,7 +90,7 @@ class ProbesAnalysis(Analysis):
         rows = []
         for name in self.context.evaluators:
             data = self.sets[name]
-            _, cache = self.context.timed("forward", self.context.forward.run_with_cache, data.exemplars,
+            _, cache = self.context.timed("forward", self.context.forward.run_cached, data.exemplars,
                                           data.context_labels, data.target, [n for _, n in resid_points(n_layers)])
             found = probe_rows(n_layers, data, cache, self.config.probe_steps, self.config.probe_l2, self.config.seed)
             rows += [{"evaluator": name, **r} for r in found]

@@ -12,10 +12,9 @@ same per-checkpoint code; rows are merged in step order.
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +22,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from coopetition.analysis.base import Analysis, Checkpoint, Context, get
+from coopetition.analysis.base import Analysis, Context
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.loading import LoadedRun, load_checkpoint
+from coopetition.analysis.execution import Timer, build_context, checkpoint_rows
+from coopetition.analysis.loading import LoadedRun
 from coopetition.analysis.selection import Selection, parse_spec, resolve
 from coopetition.errors import ConfigError
 from coopetition.store.atomic import atomic_write, atomic_write_text
-from coopetition.store.checkpoint import CheckpointInfo
+
 from coopetition.store.rundir import RunReader, now_iso, package_versions
 
 
@@ -52,27 +52,6 @@ class AnalysisResult:
     skipped: tuple[str, ...] = ()  # corrupt checkpoints left out (listed in skipped_checkpoints.csv)
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.cpu: dict[str, float] = defaultdict(float)
-
-    def run(self, name: str, fn: Callable, *args, **kwargs):
-        start, cpu = time.perf_counter(), time.process_time()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self.seconds[name] += time.perf_counter() - start
-            self.cpu[name] += time.process_time() - cpu
-
-    def add(self, seconds: dict[str, float], cpu: dict[str, float]) -> None:
-        """Fold in another timer's totals (a worker process's)."""
-        for name, value in seconds.items():
-            self.seconds[name] += value
-        for name, value in cpu.items():
-            self.cpu[name] += value
-
-
 def _evaluators(run: LoadedRun, config: AnalysisConfig) -> tuple[str, ...]:
     available = tuple(run.evaluator_specs())
     if config.evaluators is None:
@@ -81,32 +60,6 @@ def _evaluators(run: LoadedRun, config: AnalysisConfig) -> tuple[str, ...]:
     if unknown:
         raise ConfigError(f"unknown evaluator {unknown[0]!r}; this run has {', '.join(available)}")
     return tuple(config.evaluators)
-
-
-def build_context(run: LoadedRun, evaluators: tuple[str, ...], config: AnalysisConfig,
-                  timer: _Timer | None = None) -> tuple[Context, list[Analysis]]:
-    """The run's network (if any requested analysis needs it), its sequences, and one instance per analysis."""
-    context = Context(run, config, evaluators, timer=timer)
-    if config.needs_model:
-        device = torch.device(config.device)
-        context.bank = run.bank()
-        context.forward = run.intervened(context.bank, device, config.interventions)
-        context.data = run.eval_data(context.bank, evaluators, config.n_seqs, device)
-    return context, [get(name)(context) for name in config.analyses]
-
-
-def checkpoint_rows(context: Context, analyses: list[Analysis], info: CheckpointInfo) -> dict[str, list[dict]]:
-    """Every model analysis of one checkpoint: ``{table: rows}``, rows stamped with step/sequences."""
-    rows: dict[str, list[dict]] = defaultdict(list)
-    context.timed("load", load_checkpoint, context.model, info, context.config.device)
-    checkpoint = Checkpoint(info.step, info.sequences, context)
-    stamp = {"step": info.step, "sequences": info.sequences}
-    with torch.no_grad():
-        for analysis in (a for a in analyses if a.needs_model):
-            found = context.timed(analysis.name, analysis.checkpoint_rows, checkpoint)
-            for table, new in found.items():
-                rows[table] += [{**stamp, **r} for r in new]
-    return rows
 
 
 def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | None = None,
@@ -127,7 +80,7 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
     run.check_added(config.interventions)
     if torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {config.device!r} requested but no CUDA device is available")
-    timer = _Timer()
+    timer = Timer()
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads or threads)
     try:
@@ -164,7 +117,7 @@ def _write_table(path: Path, rows: list[dict], columns: list[str]) -> pd.DataFra
 
 
 def _write_record(out: Path, run: LoadedRun, spec: str, selection: Selection, evaluators: tuple[str, ...],
-                  config: AnalysisConfig, timer: _Timer) -> None:
+                  config: AnalysisConfig, timer: Timer) -> None:
     """``analysis.json``: what was analysed and how, so the folder can be reproduced and trusted."""
     import json
 
@@ -186,7 +139,7 @@ def _write_record(out: Path, run: LoadedRun, spec: str, selection: Selection, ev
 
 
 def _model_analyses(context: Context, analyses: list[Analysis], steps: tuple[int, ...], rows: dict[str, list[dict]],
-                    timer: _Timer, progress_bar: bool) -> None:
+                    timer: Timer, progress_bar: bool) -> None:
     infos = {c.step: c for c in context.run.checkpoints}
     workers = context.config.n_workers(len(steps))
     if workers == 1:

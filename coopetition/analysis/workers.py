@@ -5,7 +5,7 @@ device they are forked, like torch's own DataLoader workers, and inherit the par
 sequences and analyses: a spawned worker re-imports torch and TransformerLens, about 7 CPU-seconds each, which on a
 2-core machine ate most of the gain on a 31-checkpoint run; torch resets its thread pool in a forked child. With
 CUDA, or elsewhere, they are spawned (CUDA cannot be forked) and build their own. Each analyses the checkpoints it
-is handed one at a time with the same code as a single process (``runner.checkpoint_rows``). Results come back in
+is handed one at a time with the same code as a single process (``execution.checkpoint_rows``). Results come back in
 step order (``Executor.map``), so the tables equal a single process's row for row. Across checkpoints this beat
 batching them with ``torch.func.vmap`` over stacked weights (measured in docs/analyze.md, "Performance").
 """
@@ -22,7 +22,7 @@ import torch
 from coopetition.analysis.base import Analysis, Context
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.loading import LoadedRun
-from coopetition.analysis.runner import _Timer, build_context, checkpoint_rows
+from coopetition.analysis.execution import Timer, build_context, checkpoint_rows
 from coopetition.store.checkpoint import CheckpointInfo
 
 # the worker process's network, sequences and analyses: inherited from the parent (fork) or built by _build (spawn)
@@ -41,7 +41,7 @@ def _build(run: LoadedRun, evaluators: tuple[str, ...], config: AnalysisConfig) 
 
 def _analyse(info: CheckpointInfo) -> tuple[dict[str, list[dict]], dict[str, float], dict[str, float]]:
     context, analyses = _STATE
-    context.timer = timer = _Timer()
+    context.timer = timer = Timer()
     rows = checkpoint_rows(context, analyses, info)
     return dict(rows), dict(timer.seconds), dict(timer.cpu)
 
@@ -57,7 +57,7 @@ def start(context: Context, analyses: list[Analysis], workers: int) -> Executor:
                                initargs=(context.run, context.evaluators, context.config))
 
 
-def checkpoint_rows_in(executor: Executor, infos: list[CheckpointInfo], timer: _Timer) -> Iterator[dict]:
+def checkpoint_rows_in(executor: Executor, infos: list[CheckpointInfo], timer: Timer) -> Iterator[dict]:
     """``{table: rows}`` per checkpoint, in the order of ``infos``, all submitted at once (now, not on first
     ``next``); worker time is added to ``timer`` (so its seconds are summed over workers, not elapsed)."""
     results = executor.map(_analyse, infos)

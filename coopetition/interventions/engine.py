@@ -98,7 +98,7 @@ class Intervened:
         """Query logits of every class, or of ``labels`` only."""
         return self._pass(exemplars, context_labels, target, labels)[0]
 
-    def run_with_cache(self, exemplars: Tensor, context_labels: Tensor, target: Tensor | None = None,
+    def run_cached(self, exemplars: Tensor, context_labels: Tensor, target: Tensor | None = None,
                        names: Sequence[str] | None = None,
                        labels: Tensor | None = None) -> tuple[Tensor, ActivationCache]:
         """``(query logits, cache)``; the cache holds what the network actually used (values after every edit)."""
@@ -153,7 +153,7 @@ class Intervened:
         clean = baseline
         if clean is None:  # variants' clean values (preserve, mean/resample) still come from this object's own pass
             needed = sorted({n for v in variants for edit in v for n in edit.clean_names(cfg)})
-            clean = self.run_with_cache(exemplars, context_labels, target, names=needed)[1] if needed else None
+            clean = self.run_cached(exemplars, context_labels, target, names=needed)[1] if needed else None
         built = [self._variant_hooks(v, exemplars, context_labels, target, clean, source) for v in variants]
         floor = min([hook_block(name) for edit in self.edits if _edits_logits(edit)
                      for name, _ in edit.hooks(Inputs(exemplars, context_labels, target), cfg)], default=cfg.n_layers)

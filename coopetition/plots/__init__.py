@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from coopetition.analysis.base import get, names
+from coopetition.analysis.registry import get, names
 from coopetition.plots import ablation, clamp, patching, probes, progress, strategies
 from coopetition.plots.common import ensure_plotlyjs, write_figure
 from coopetition.plots.generic import generic_figure

@@ -1,0 +1,65 @@
+"""Running analyses on one checkpoint, shared by ``analyze`` (one process) and its worker processes: the per-run
+context, the per-checkpoint rows, and a timer of where the time goes."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+
+from coopetition.analysis.base import Analysis, Checkpoint, Context
+from coopetition.analysis.config import AnalysisConfig
+from coopetition.analysis.loading import LoadedRun, load_checkpoint
+from coopetition.analysis.registry import get
+from coopetition.store.checkpoint import CheckpointInfo
+
+
+class Timer:
+    """Wall and CPU seconds per named part (an analysis, "forward", "load"), summed over calls."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+
+    def run(self, name: str, fn: Callable, *args, **kwargs):
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+            self.cpu[name] += time.process_time() - cpu
+
+    def add(self, seconds: dict[str, float], cpu: dict[str, float]) -> None:
+        """Fold in another timer's totals (a worker process's)."""
+        for name, value in seconds.items():
+            self.seconds[name] += value
+        for name, value in cpu.items():
+            self.cpu[name] += value
+
+
+def build_context(run: LoadedRun, evaluators: tuple[str, ...], config: AnalysisConfig,
+                  timer: Timer | None = None) -> tuple[Context, list[Analysis]]:
+    """The run's network (if any requested analysis needs it), its sequences, and one instance per analysis."""
+    context = Context(run, config, evaluators, timer=timer)
+    if config.needs_model:
+        device = torch.device(config.device)
+        context.bank = run.bank()
+        context.forward = run.intervened(context.bank, device, config.interventions)
+        context.data = run.eval_data(context.bank, evaluators, config.n_seqs, device)
+    return context, [get(name)(context) for name in config.analyses]
+
+
+def checkpoint_rows(context: Context, analyses: list[Analysis], info: CheckpointInfo) -> dict[str, list[dict]]:
+    """Every model analysis of one checkpoint: ``{table: rows}``, rows stamped with step/sequences."""
+    rows: dict[str, list[dict]] = defaultdict(list)
+    context.timed("load", load_checkpoint, context.model, info, context.config.device)
+    checkpoint = Checkpoint(info.step, info.sequences, context)
+    stamp = {"step": info.step, "sequences": info.sequences}
+    with torch.no_grad():
+        for analysis in (a for a in analyses if a.needs_model):
+            found = context.timed(analysis.name, analysis.checkpoint_rows, checkpoint)
+            for table, new in found.items():
+                rows[table] += [{**stamp, **r} for r in new]
+    return rows
