@@ -11,6 +11,8 @@ be memorised (IWL), which is the regime in which ICL is transient.
 from __future__ import annotations
 
 import hashlib
+import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from jaxtyping import Float
 from safetensors import SafetensorError
 from torch import Tensor
 
+from coopetition.bounded import TensorLayout, open_regular, read_bytes, read_safetensors
 from coopetition.errors import ConfigError, DataError
 
 SYNTHETIC = "synthetic"
@@ -31,6 +34,10 @@ REFERENCE_EXEMPLAR_SPLIT = (20, 0, 0)
 # Where a bank's splits came from, recorded in the run's config.json ("derived").
 SPLITS_FROM_CONFIG, SPLITS_FROM_REFERENCE, SPLITS_WHOLE_BANK = "config", "reference layout", "whole bank"
 MAX_SYNTHETIC = 4 * 10**9  # floats (16 GB); C25's bank is 1.3e8
+MAX_BANK_BYTES = 8 * MAX_SYNTHETIC + (1 << 20)  # a float64 file of MAX_SYNTHETIC values
+BANK_SUFFIXES = (".npy", ".npz", ".safetensors", ".h5", ".hdf5")
+NUMERIC = {"F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32", "I16": "int16",
+           "I8": "int8", "U8": "uint8"}
 
 
 @dataclass(frozen=True)
@@ -153,14 +160,15 @@ def synthetic_features(classes: int, exemplars: int, dim: int, within_class_nois
     return features / (1.0 + within_class_noise**2 + shared_scale**2) ** 0.5
 
 
-def load_bank(config: BankConfig) -> ExemplarBank:
-    """Build or read the bank named by ``config`` and check its splits against its shape."""
+def load_bank(config: BankConfig, expected_shape: tuple[int, ...] | None = None) -> ExemplarBank:
+    """Build or read the bank named by ``config`` and check its splits against its shape (and a file's shape
+    against ``expected_shape``, a run's record, before its data is read)."""
     if config.source == SYNTHETIC:
         features = synthetic_features(config.classes, config.exemplars, config.dim,
                                       config.within_class_noise, config.seed, config.shared_scale,
                                       config.prototype_rank)
     else:
-        features = _read_array(Path(config.source), config)
+        features = _read_array(Path(config.source), config, expected_shape)
     _check_features(features, config.source)
     n_cls, n_ex, _ = features.shape
     reference = is_reference_layout(config, tuple(features.shape))
@@ -193,32 +201,89 @@ def _default_split(given: tuple[int, int, int] | None, reference: tuple[int, int
     return (size, 0, 0), SPLITS_WHOLE_BANK
 
 
-def _read_array(path: Path, config: BankConfig) -> Tensor:
-    if not path.is_file():
-        raise DataError(f"exemplar bank file not found: {path}")
+def _read_array(path: Path, config: BankConfig, expected_shape: tuple[int, ...] | None) -> Tensor:
+    """The bank file's array. The file policy (a bank is named by a config, which may come with a shared run): a
+    regular file (no FIFO or device) with an allowed suffix, opened through ``bounded``; its shape and dtype are read
+    from its header and checked (numeric, at most ``MAX_SYNTHETIC`` values, ``expected_shape`` when the run recorded
+    one) before the data is read. Its fingerprint is checked by the caller that knows the recorded one."""
+    text = str(path)
+    if not (text.isprintable() and path.name):
+        raise DataError(f"bank.source {text!r} is not a usable file name")
     suffix = path.suffix.lower()
+    if suffix not in BANK_SUFFIXES:
+        raise DataError(f"unsupported bank file type {suffix!r} ({path}); use .npy, .npz, .safetensors or .h5")
     try:
-        if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                key = config.array_key or _only_key(list(archive.keys()), path)
-                array = archive[key]
-        elif suffix == ".safetensors":
-            from safetensors.numpy import load_file
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise DataError(f"exemplar bank file not found: {path}") from None
+    except (OSError, RuntimeError) as err:
+        raise DataError(f"cannot resolve exemplar bank {path}: {_first_line(err)}") from None
+    if not real.is_file():  # a FIFO or device is refused before it is opened (opening a FIFO can block)
+        raise DataError(f"exemplar bank {path} is not a regular file")
 
-            tensors = load_file(str(path))
-            array = tensors[config.array_key or _only_key(list(tensors), path)]
-        elif suffix in (".h5", ".hdf5"):
-            array = _read_h5(path, config.h5_dataset)
+    def check(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if dtype.hasobject or dtype.kind not in "biuf":
+            raise DataError(f"exemplar bank {path} must hold a numeric array, got {dtype}")
+        if len(shape) != 3 or int(np.prod(shape, dtype=np.float64)) > MAX_SYNTHETIC:
+            raise DataError(f"exemplar bank {path} must be [classes, exemplars, dim] with at most "
+                            f"{MAX_SYNTHETIC:.0e} values, got shape {tuple(shape)}")
+        if expected_shape is not None and tuple(shape) != tuple(expected_shape):
+            raise DataError(f"exemplar bank {path} has shape {tuple(shape)}, the run recorded {tuple(expected_shape)}")
+
+    try:
+        if suffix in (".h5", ".hdf5"):
+            array = _read_h5(real, config.h5_dataset, check)
+        elif suffix == ".safetensors":
+            array = _read_safetensors(real, config.array_key, check)
         else:
-            raise DataError(f"unsupported bank file type {suffix!r} ({path}); use .npy, .npz, .safetensors or .h5")
-    except (ValueError, OSError, KeyError, SafetensorError) as err:  # a pickle is a ValueError: never unpickled
-        raise DataError(f"cannot read exemplar bank {path}: {_first_line(err)}") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
-        raise DataError(f"exemplar bank {path} must hold a numeric array, got {getattr(array, 'dtype', type(array))}")
+            data = read_bytes(real, "exemplar bank", MAX_BANK_BYTES)
+            array = _read_numpy(io.BytesIO(data), suffix, config.array_key, path, check)
+    except (ValueError, OSError, KeyError, EOFError, SafetensorError, zipfile.BadZipFile) as err:
+        raise DataError(f"cannot read exemplar bank {path}: {_first_line(err)}") from None  # a pickle: never run
     with np.errstate(over="ignore"):  # out-of-range values become inf, which _check_features reports
         return torch.from_numpy(np.asarray(array, dtype=np.float32))
+
+
+def _read_numpy(handle: io.BytesIO, suffix: str, array_key: str | None, path: Path, check) -> np.ndarray:
+    """.npy: the header's shape and dtype are checked first; .npz: each member's, before it is decompressed."""
+    if suffix == ".npy":
+        _npy_header(handle, check)
+        handle.seek(0)
+        return np.load(handle, allow_pickle=False)
+    with zipfile.ZipFile(handle) as archive:
+        names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+        key = array_key or _only_key(names, path)
+        if key not in names:
+            raise DataError(f"{path} holds no array {key!r}; it has {names[:5]}")
+        info = archive.getinfo(f"{key}.npy")
+        if info.file_size > MAX_BANK_BYTES:
+            raise DataError(f"exemplar bank {path}: array {key!r} unpacks to {info.file_size} bytes")
+        with archive.open(info) as member:
+            _npy_header(member, check)
+        member_bytes = io.BytesIO(archive.read(info))
+    return np.load(member_bytes, allow_pickle=False)
+
+
+def _npy_header(handle, check) -> None:
+    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    version = np.lib.format.read_magic(handle)
+    if version not in read:
+        raise ValueError(f"unsupported .npy version {version}")
+    shape, _, dtype = read[version](handle, max_header_size=10000)
+    check(tuple(shape), dtype)
+
+
+def _read_safetensors(path: Path, array_key: str | None, check) -> np.ndarray:
+    from safetensors.numpy import load
+
+    data, header = read_safetensors(path, "exemplar bank", TensorLayout(dtypes=frozenset(NUMERIC), max_tensors=64,
+                                                                        max_bytes=MAX_BANK_BYTES))
+    names = [k for k in header if k != "__metadata__"]
+    key = array_key or _only_key(names, path)
+    if key not in names:
+        raise DataError(f"{path} holds no array {key!r}; it has {names[:5]}")
+    check(tuple(header[key]["shape"]), np.dtype(NUMERIC[header[key]["dtype"]]))
+    return load(data)[key]
 
 
 def _first_line(err: BaseException) -> str:
@@ -232,14 +297,15 @@ def _only_key(keys: list[str], path: Path) -> str:
     return keys[0]
 
 
-def _read_h5(path: Path, dataset: str) -> np.ndarray:
+def _read_h5(path: Path, dataset: str, check) -> np.ndarray:
     try:
         import h5py
     except ImportError:
         raise DataError("reading .h5 banks needs h5py: pip install 'coopetition[hdf5]'") from None
-    with h5py.File(path, "r") as handle:
-        if dataset not in handle:
+    with open_regular(path, "exemplar bank") as raw, h5py.File(raw, "r") as handle:
+        if dataset not in handle or not isinstance(handle[dataset], h5py.Dataset):
             raise DataError(f"{path} has no dataset {dataset!r} (set bank.h5_dataset)")
+        check(tuple(handle[dataset].shape), handle[dataset].dtype)
         return handle[dataset][()]
 
 

@@ -25,6 +25,9 @@ from coopetition.task.evaluators import EvalConfig, check_pair_splits
 from coopetition.train.config import SeedConfig, TrainConfig
 
 
+MAX_BATCH_ACTIVATIONS = 1 << 31  # floats in one residual-stream activation of a batch (8 GiB): beyond it, a typo
+
+
 @dataclass(frozen=True)
 class RunConfig:
     bank: BankConfig = field(default_factory=BankConfig)
@@ -49,6 +52,11 @@ class RunConfig:
             raise ConfigError(f"eval.suite {self.eval.suite!r} has context_len {longest}, which needs "
                               f"{2 * longest + 1} tokens > model.max_seq_len {self.model.max_seq_len}")
         check_pair_splits(self.eval.evaluators(), self.task.mixture)
+        for name, batch in (("train.batch_size", self.train.batch_size), ("eval.batch_size", self.eval.batch_size)):
+            floats = batch * n_tokens * self.model.d_model
+            if floats > MAX_BATCH_ACTIVATIONS:
+                raise ConfigError(f"{name} {batch} x {n_tokens} tokens x d_model {self.model.d_model} is {floats:.1e} "
+                                  f"floats per residual stream, more than the {MAX_BATCH_ACTIVATIONS:.1e} allowed")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data; interventions and checkpoint references as their spec strings, so

@@ -39,3 +39,14 @@ def tiny_run_config(**train_overrides) -> RunConfig:
 @pytest.fixture
 def tiny_config() -> RunConfig:
     return tiny_run_config()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One complete tiny run per session (checkpoints 0, 10, 20, 30), shared by the hostile-run tests: copy it
+    before changing it."""
+    from coopetition.train.loop import train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(tiny_run_config(), run, progress=False)
+    return run

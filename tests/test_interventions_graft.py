@@ -183,7 +183,7 @@ def test_bad_graft_sources_are_one_line_errors_before_anything_is_written(tmp_pa
 
 def test_graft_from_another_bank_or_an_intervened_run_is_refused(tmp_path, source):
     def other_bank(meta):
-        meta["derived"]["bank_fingerprint"] = "0000"
+        meta["derived"]["bank_fingerprint"] = "0" * 16
     ours, bank = fresh_model()
     with pytest.raises(ConfigError, match="another exemplar bank"):
         intervene_from_runs((f"graft_out:{edited_copy(source, tmp_path / 'a', other_bank)}@10:0",), ours, bank.fingerprint())

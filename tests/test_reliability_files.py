@@ -118,7 +118,7 @@ def test_analyze_refuses_a_planted_checkpoint_even_when_the_manifest_vouches_for
     loaded = LoadedRun.open(run)
     info = next(c for c in loaded.checkpoints if c.step == 20)
     model = loaded.build_model(loaded.bank())
-    with pytest.raises(DataError, match="not a valid coopetition checkpoint") as err:
+    with pytest.raises(DataError, match="not a valid checkpoint") as err:
         load_checkpoint(model, info)
     assert str(path) in one_line(str(err.value)) and not marker.exists()
 

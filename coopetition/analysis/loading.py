@@ -20,15 +20,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from coopetition.bank import ExemplarBank
-from coopetition.config import RunConfig, config_from_dict
+from coopetition.config import RunConfig
 from coopetition.errors import CorruptCheckpointWarning, DataError
 from coopetition.interventions import Intervened, Intervention, validated
 from coopetition.store.atomic import atomic_write
-from coopetition.store.checkpoint import CheckpointInfo, load_tensors, verify_file
+from coopetition.store.checkpoint import CheckpointInfo, layout_of, load_tensors
 from coopetition.store.rundir import RunReader
-from coopetition.task.evaluators import EvaluatorSpec, load_eval_sets
+from coopetition.task.evaluators import EvaluatorSpec
 from coopetition.task.sampler import SequenceBatch, gather_features, sample_sequences
-from coopetition.train.setup import derive_sizes, load_run_bank, model_for
+from coopetition.train.setup import checkpoint_bytes_bound, derive_sizes, load_run_bank, model_for, stored_eval_sets
 from coopetition.train.sources import extra_graft_models, run_graft_models
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
@@ -89,11 +89,9 @@ class LoadedRun:
         if not path.exists():
             raise DataError(f"run dir {path} does not exist")
         reader = RunReader.open(path)
-        meta = reader.config()
-        if "config" not in meta:
-            raise DataError(f"{path}/config.json has no 'config' section")
-        good, bad = reader.verified_checkpoints()
-        return cls(path, config_from_dict(meta["config"]), tuple(good), tuple(bad))
+        config = reader.run_config()  # re-validated: an edited config.json stops here, before anything is built
+        good, bad = reader.verified_checkpoints(checkpoint_bytes_bound(config, reader.derived()))
+        return cls(path, config, tuple(good), tuple(bad))
 
     def report_skipped(self, out_dir: Path) -> tuple[str, ...]:
         """Warn once per skipped checkpoint and list them in ``out_dir/skipped_checkpoints.csv`` (step, file,
@@ -114,7 +112,8 @@ class LoadedRun:
         return {spec.name: spec for spec in self.config.eval.evaluators()}
 
     def bank(self) -> ExemplarBank:
-        return load_run_bank(self.config)
+        """The run's bank, checked against its recorded shape and fingerprint."""
+        return load_run_bank(self.config, self.path)
 
     def build_model(self, bank: ExemplarBank, device: str | torch.device = "cpu") -> ICLTransformer:
         model = model_for(self.config, derive_sizes(self.config, bank), device)
@@ -137,17 +136,13 @@ class LoadedRun:
         sources += extra_graft_models(added, model, bank.fingerprint())
         return Intervened(model, (*self.config.interventions, *added), sources)
 
-    def eval_sets(self) -> dict[str, SequenceBatch]:
-        path = self.path / "eval_sets.safetensors"
-        entry = RunReader(self.path).eval_sets_entry()
-        reason = verify_file(path, entry["bytes"], entry["sha256"]) if entry else None
-        if reason:
-            raise DataError(f"corrupt eval sets {path}: {reason}")
-        return load_eval_sets(path)
+    def eval_sets(self, bank: ExemplarBank | None = None) -> dict[str, SequenceBatch]:
+        """The stored eval sets, verified against the manifest and checked against the bank and config."""
+        return stored_eval_sets(self.path, self.config, bank or self.bank())
 
     def eval_data(self, bank: ExemplarBank, names: tuple[str, ...], n_seqs: int,
                   device: str | torch.device = "cpu") -> dict[str, EvalData]:
-        sets = self.eval_sets()
+        sets = self.eval_sets(bank)
         features = bank.features.to(device)
         return {name: EvalData.from_batch(name, sets[name].slice(0, n_seqs), features) for name in names}
 
@@ -170,7 +165,8 @@ class LoadedRun:
 
 
 def load_checkpoint(model: ICLTransformer, info: CheckpointInfo, device: str | torch.device = "cpu") -> None:
-    state, _ = load_tensors(info.path, device, info.bytes, info.sha256)
+    """Load ``info`` into ``model``: size, sha256 and the model's own state-dict layout are checked first."""
+    state, _ = load_tensors(info.path, device, info.bytes, info.sha256, layout_of(model.state_dict()))
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

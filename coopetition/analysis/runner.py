@@ -130,7 +130,7 @@ def _write_record(out: Path, run: LoadedRun, spec: str, selection: Selection, ev
         "analysis": config.to_dict(),
         "run_interventions": [i.spec for i in run.config.interventions],
         "added_interventions": [i.spec for i in config.interventions],
-        "sources": [{k: e.get(k) for k in ("role", "spec", "file", "sha256", "step")} for e in RunReader(run.path).sources()],
+        "sources": [{k: e[k] for k in ("role", "spec", "file", "sha256", "step")} for e in RunReader(run.path).sources()],
         "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
         "versions": package_versions(),
         "created": now_iso(),

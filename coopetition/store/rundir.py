@@ -22,10 +22,13 @@ by the next writer. The lock is an OS file lock: it dies with its process (even 
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import platform
+import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -34,15 +37,21 @@ from typing import Any
 
 import pandas as pd
 
+from coopetition.bounded import MAX_TENSOR_FILE, TensorLayout, read_bytes, read_json
 from coopetition.errors import ConfigError, DataError
 from coopetition.store.atomic import atomic_write, atomic_write_text
-from coopetition.store.checkpoint import CheckpointInfo, checkpoint_name, file_sha256, save_tensors, verify_file
+from coopetition.store.checkpoint import CheckpointInfo, checkpoint_name, file_sha256, load_tensors, save_tensors, verify_file
+from coopetition.store.contain import (CHECKPOINT, CONFIG, EVAL_SETS, EVAL_TABLE, LOCK, MANIFEST, RESUME, SOURCE,
+                                       TRAIN_TABLE, RunFile, check_folders, contained)
 
 EVAL_COLUMNS = ["step", "sequences", "evaluator", "metric", "value"]
 TRAIN_COLUMNS = ["step", "sequences", "metric", "value"]
 PACKAGES = ("coopetition", "torch", "transformer-lens", "numpy", "safetensors", "pandas", "plotly", "einops")
 RESUME_KEEP = 2  # resume states kept: the newest, and one to fall back to if the newest is damaged
-LOCK = ".lock"
+MAX_CONFIG_BYTES = 1 << 20  # config.json is a few KB
+MAX_MANIFEST_BYTES = 256 << 20  # ~200 bytes per entry: a million checkpoints (the schedule cap) fit
+MAX_TABLE_BYTES = 256 << 20  # eval.csv / train.csv
+MAX_STEPS = 10**10  # train.MAX_STEPS (store sits below train)
 
 
 def package_versions() -> dict[str, str]:
@@ -72,12 +81,10 @@ def check_new_run_dir(path: Path, overwrite: bool) -> None:
 
 def is_locked(path: Path) -> bool:
     """Whether a live process holds ``path``'s run lock (probes with a non-blocking flock)."""
-    lock = path / LOCK
-    if not lock.is_file():
-        return False
     try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
+        lock = contained(path, LOCK)
+        fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # a planted FIFO or symlink never blocks
+    except (DataError, OSError):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -115,7 +122,7 @@ class RunWriter:
             raise
         if overwrite:  # under the lock, so a run that started meanwhile is never wiped
             for child in path.iterdir():
-                if child.name != LOCK:
+                if child.name != LOCK.name:
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         return writer
 
@@ -123,17 +130,25 @@ class RunWriter:
     def reopen(cls, path: Path) -> "RunWriter":
         """Take over an existing run (``--resume``): lock it, read its manifest, drop stray temporaries."""
         reader = RunReader.open(path)
+        check_folders(path)  # nothing written or deleted below may land outside the run
         writer = cls(path, reader.manifest())
         writer.lock()
-        for tmp in [*path.glob(".*.tmp"), *path.glob("*/.*.tmp")]:
-            tmp.unlink(missing_ok=True)
+        for folder in (path, *(path / kind.folder for kind in (CHECKPOINT, RESUME))):
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() and not folder.is_symlink() else ():
+                tmp.unlink(missing_ok=True)
         return writer
 
     def lock(self) -> None:
         """Take the run's OS lock or raise; the lock file keeps the holder's pid for humans."""
-        lock = self.path / LOCK
+        lock = self.path / LOCK.name
         while True:
-            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+            try:  # never through a symlink: a planted .lock -> FILE would be truncated below
+                fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+            except OSError as err:
+                raise DataError(f"cannot take the run lock {lock}: {err.strerror} (a symlink or not a file?)") from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise DataError(f"run lock {lock} is not a regular file")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -154,7 +169,7 @@ class RunWriter:
 
     def close(self) -> None:
         if self._lock_fd is not None:
-            (self.path / LOCK).unlink(missing_ok=True)
+            (self.path / LOCK.name).unlink(missing_ok=True)
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -162,7 +177,7 @@ class RunWriter:
         """Undo a fresh run that failed before its first checkpoint: the directory is left as it was found (an
         empty folder the user made stays; one this run made goes)."""
         for child in self.path.iterdir():
-            if child.name != LOCK:
+            if child.name != LOCK.name:
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         self.close()
         if self._made_dir:
@@ -214,7 +229,10 @@ class RunWriter:
 
     def _prune_resume(self) -> None:
         listed = {e["file"] for e in self.manifest["resume"]}
-        for path in (self.path / "resume").glob("*.safetensors"):
+        folder = self.path / RESUME.folder
+        if folder.is_symlink() or not folder.is_dir():  # check_folders refused this on reopen; never follow it
+            return
+        for path in folder.glob("*.safetensors"):
             if str(path.relative_to(self.path)) not in listed:
                 path.unlink(missing_ok=True)
 
@@ -224,88 +242,236 @@ class RunWriter:
 
 
 @dataclass(frozen=True)
+class ResumePoint:
+    """One listed resume state and the checkpoint of its step; ``problem`` says why it cannot be used as listed."""
+
+    step: int
+    state: CheckpointInfo | None
+    checkpoint: CheckpointInfo | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class RunReader:
-    """Read-only view of a run: its config and what its manifest lists (never a file the manifest does not)."""
+    """Read-only view of a run: its config and what its manifest lists (never a file the manifest does not).
+
+    The run is untrusted input: every file is found through ``contain.contained`` (inside the run, the expected
+    folder and name) and read through ``coopetition.bounded`` (regular files, size and depth caps checked before
+    allocating); a file that breaks a rule is a one-line DataError naming it, or, for one checkpoint among many,
+    skipped and reported (``verified_checkpoints``).
+    """
 
     path: Path
 
     @classmethod
     def open(cls, path: Path) -> "RunReader":
-        if not (path / "config.json").is_file():
+        if not contained(path, CONFIG).is_file():
             raise DataError(f"{path} is not a coopetition run (no config.json)")
         return cls(path)
 
     def config(self) -> dict[str, Any]:
-        return _read_json(self.path / "config.json")
+        """config.json as written (bounded in size and depth; see ``run_config`` for the checked config)."""
+        return read_json(contained(self.path, CONFIG), "config", MAX_CONFIG_BYTES)
+
+    def run_config(self):
+        """The run's ``RunConfig``, re-validated as if it were new (an edited config.json is refused here, before
+        anything is built), with the run-level caps (``check_run_config``) on top."""
+        from coopetition.config import config_from_dict  # the config imports the whole library: import late
+
+        meta = self.config()
+        where = contained(self.path, CONFIG)
+        if not isinstance(meta.get("config"), dict):
+            raise DataError(f"{where} has no 'config' section")
+        try:
+            return config_from_dict(meta["config"])
+        except ConfigError as err:
+            raise DataError(f"{where}: {err}") from None
+
+    def derived(self) -> dict[str, Any]:
+        """config.json's ``derived`` record (sizes, bank fingerprint and shape), type-checked."""
+        where = contained(self.path, CONFIG)
+        derived = self.config().get("derived")
+        if not isinstance(derived, dict):
+            raise DataError(f"{where} has no 'derived' section")
+        for key in ("input_dim", "n_labels", "n_outputs", "n_parameters"):
+            if key in derived and not (type(derived[key]) is int and 1 <= derived[key] <= 2**40):
+                raise DataError(f"{where}: derived.{key} must be a positive int, got {_short(derived[key])}")
+        if not (isinstance(derived.get("bank_fingerprint"), str)
+                and re.fullmatch(r"[0-9a-f]{16}", derived["bank_fingerprint"])):
+            raise DataError(f"{where}: derived.bank_fingerprint must be 16 hex digits, "
+                            f"got {_short(derived.get('bank_fingerprint'))}")
+        shape = derived.get("bank_shape")
+        if shape is not None and not (isinstance(shape, list) and len(shape) == 3
+                                      and all(type(d) is int and 1 <= d <= 2**40 for d in shape)):
+            raise DataError(f"{where}: derived.bank_shape must be three positive ints, got {_short(shape)}")
+        return derived
 
     def manifest(self) -> dict[str, Any]:
-        """The manifest (empty before the first commit); a malformed one is a DataError."""
-        path = self.path / "manifest.json"
-        if not path.is_file():
+        """The manifest (empty before the first commit); a malformed one is a DataError naming what is wrong."""
+        path = contained(self.path, MANIFEST)
+        if not path.exists():
             return {"checkpoints": [], "resume": []}
-        data = _read_json(path)
-        try:
-            for key in ("checkpoints", "resume"):
-                data.setdefault(key, [])
-                for e in data[key]:
-                    if not (isinstance(e["step"], int) and isinstance(e["file"], str) and isinstance(e["bytes"], int)
-                            and isinstance(e["sha256"], str)):
-                        raise TypeError
-        except (TypeError, KeyError, AttributeError):
-            raise DataError(f"malformed manifest {path}: an entry lacks step/file/bytes/sha256") from None
-        return data
+        data = read_json(path, "manifest", MAX_MANIFEST_BYTES, depth=4)
+        return _checked_manifest(data, path)
 
     def checkpoints(self, verify: bool = False) -> list[CheckpointInfo]:
-        """Manifest-listed checkpoints in step order, with the size and hash to check them against; with ``verify``
-        a file that does not match is a DataError naming it."""
-        entries = sorted(self.manifest()["checkpoints"], key=lambda e: e["step"])
-        infos = [CheckpointInfo(e["step"], e.get("sequences", 0), self.path / e["file"], e["bytes"], e["sha256"])
-                 for e in entries]
-        for info in infos if verify else []:
+        """Manifest-listed checkpoints in step order, with the size and hash to check them against; an entry naming
+        a file it may not (``contained``), or with ``verify`` a file that does not match, is a DataError naming it."""
+        good, refused = self.listed_checkpoints()
+        if refused:
+            info, reason = refused[0]
+            raise DataError(f"checkpoint step {info.step}: {reason}")
+        for info in good if verify else []:
             reason = verify_file(info.path, info.bytes, info.sha256)
             if reason:
                 raise DataError(f"corrupt checkpoint {info.path}: {reason}")
-        return infos
+        return good
 
-    def verified_checkpoints(self) -> tuple[list[CheckpointInfo], list[tuple[CheckpointInfo, str]]]:
-        """(checkpoints whose file matches the manifest, [(refused checkpoint, why)])."""
+    def listed_checkpoints(self) -> tuple[list[CheckpointInfo], list[tuple[CheckpointInfo, str]]]:
+        """(checkpoints whose entry names a file inside the run, [(refused entry, why)]), in step order."""
+        good, refused = [], []
+        for e in sorted(self.manifest()["checkpoints"], key=lambda e: e["step"]):
+            try:
+                path = contained(self.path, CHECKPOINT, e["file"], e["step"])
+            except DataError as err:
+                refused.append((CheckpointInfo(e["step"], e["sequences"], Path(self.path, e["file"]), e["bytes"],
+                                               e["sha256"]), str(err)))
+                continue
+            good.append(CheckpointInfo(e["step"], e["sequences"], path, e["bytes"], e["sha256"]))
+        return good, refused
+
+    def verified_checkpoints(self, max_bytes: int | None = None,
+                             ) -> tuple[list[CheckpointInfo], list[tuple[CheckpointInfo, str]]]:
+        """(checkpoints whose file matches the manifest, [(refused checkpoint, why)]): an entry outside the run, a
+        missing, damaged, non-regular or (with ``max_bytes``) oversized file is refused, never opened beyond its
+        check."""
         good, bad = [], []
-        for info in self.checkpoints():
-            reason = verify_file(info.path, info.bytes, info.sha256)
+        listed, refused = self.listed_checkpoints()
+        for info in listed:
+            reason = verify_file(info.path, info.bytes, info.sha256, max_bytes=max_bytes)
             if reason:
                 bad.append((info, reason))
             else:
                 good.append(info)
-        return good, bad
+        return good, sorted(bad + refused, key=lambda pair: pair[0].step)
+
+    def resume_points(self) -> list[ResumePoint]:
+        """Listed resume states, newest first, each with its step's checkpoint (files not opened yet)."""
+        manifest = self.manifest()
+        checkpoints = {e["step"]: e for e in manifest["checkpoints"]}
+        points = []
+        for e in sorted(manifest["resume"], key=lambda e: e["step"], reverse=True):
+            step, ckpt = e["step"], checkpoints.get(e["step"])
+            try:
+                state = CheckpointInfo(step, 0, contained(self.path, RESUME, e["file"], step), e["bytes"], e["sha256"])
+                if ckpt is None:
+                    raise DataError(f"resume state {state.path} has no listed checkpoint")
+                info = CheckpointInfo(step, ckpt["sequences"], contained(self.path, CHECKPOINT, ckpt["file"], step),
+                                      ckpt["bytes"], ckpt["sha256"])
+            except DataError as err:
+                points.append(ResumePoint(step, None, None, str(err)))
+                continue
+            points.append(ResumePoint(step, state, info))
+        return points
 
     def sources(self) -> list[dict[str, Any]]:
-        """Manifest entries of the kept source checkpoints (``role``, ``index``, ``spec``, ``file``, ``bytes``,
-        ``sha256``); empty for runs without any."""
-        entries = self.manifest().get("sources", [])
-        if not isinstance(entries, list) or not all(
-                isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("bytes"), int)
-                and isinstance(e.get("sha256"), str) and isinstance(e.get("index"), int) for e in entries):
-            raise DataError(f"malformed manifest {self.path / 'manifest.json'}: a source entry lacks file/bytes/sha256")
-        return entries
+        """Manifest entries of the kept source checkpoints (``role``, ``index``, ``spec``, ``step``, ``file``,
+        ``bytes``, ``sha256``) plus ``path``, the contained file to read; empty for runs without any."""
+        return [{**e, "path": contained(self.path, SOURCE, e["file"])} for e in self.manifest().get("sources", [])]
 
     def eval_sets_entry(self) -> dict[str, Any] | None:
         return self.manifest().get("eval_sets")
 
+    def eval_sets(self, layout: TensorLayout) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(tensors, metadata)`` of the run's eval sets, checked against the manifest's size and sha256 and
+        ``layout`` before their data is read; unlisted eval sets are refused."""
+        entry = self.eval_sets_entry()
+        if entry is None:
+            raise DataError(f"{self.path} lists no eval sets in its manifest")
+        path = contained(self.path, EVAL_SETS, entry["file"])
+        return load_tensors(path, "cpu", entry["bytes"], entry["sha256"], layout, what="eval sets")
+
     def eval_table(self) -> pd.DataFrame:
-        path = self.path / "eval.csv"
-        if not path.is_file():
-            raise DataError(f"{path} not found")
+        return self._table(EVAL_TABLE, EVAL_COLUMNS)
+
+    def train_table(self) -> pd.DataFrame:
+        return self._table(TRAIN_TABLE, TRAIN_COLUMNS)
+
+    def _table(self, kind: RunFile, columns: list[str]) -> pd.DataFrame:
+        """A tidy table with exactly ``columns``: integer steps and sequences, numeric values (bounded size)."""
+        path = contained(self.path, kind)
+        if not path.exists():
+            raise DataError(f"{Path(self.path, kind.name)} not found")
+        data = read_bytes(path, kind.name, MAX_TABLE_BYTES)
         try:
-            return pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            frame = pd.read_csv(io.BytesIO(data))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
             raise DataError(f"cannot read {path}: {str(err).strip().splitlines()[0]}") from None
+        if list(frame.columns) != columns:
+            raise DataError(f"{path} has columns {_short(list(frame.columns))}, expected {columns}")
+        for column in ("step", "sequences"):
+            if column in frame and not pd.api.types.is_integer_dtype(frame[column]):
+                raise DataError(f"{path}: column {column!r} holds non-integers")
+        if not pd.api.types.is_numeric_dtype(frame["value"]) or pd.api.types.is_bool_dtype(frame["value"]):
+            raise DataError(f"{path}: column 'value' holds non-numbers")
+        return frame
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path} is not a JSON object")
-    return data
+def _checked_manifest(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The manifest if every entry has the writer's shape: int step/sequences/bytes in range, a str file, a
+    64-hex-digit sha256, one entry per step; a DataError naming the first problem otherwise."""
+
+    def bad(why: str) -> DataError:
+        return DataError(f"malformed manifest {path}: {why}")
+
+    unknown = set(data) - {"checkpoints", "resume", "eval_sets", "sources"}
+    if unknown:
+        raise bad(f"unknown key(s) {sorted(map(str, unknown))[:3]}")
+    out = {"checkpoints": data.get("checkpoints", []), "resume": data.get("resume", [])}
+    for key in ("checkpoints", "resume"):
+        if not isinstance(out[key], list):
+            raise bad(f"{key} is not a list")
+        for e in out[key]:
+            fields = {"step", "file", "bytes", "sha256"} | ({"sequences"} if key == "checkpoints" else set())
+            if not (isinstance(e, dict) and set(e) == fields):
+                raise bad("an entry lacks step/file/bytes/sha256")
+            if not (_int(e["step"], MAX_STEPS) and isinstance(e["file"], str) and _file_fields(e)
+                    and (key == "resume" or _int(e["sequences"], 2**63 - 1))):
+                raise bad(f"{key} entry {_short(e)} has a field of the wrong type or out of range")
+        steps = [e["step"] for e in out[key]]
+        if len(set(steps)) != len(steps):
+            raise bad(f"{key} lists a step twice")
+    if "eval_sets" in data:
+        e = data["eval_sets"]
+        if not (isinstance(e, dict) and set(e) == {"file", "bytes", "sha256"} and isinstance(e["file"], str)
+                and _file_fields(e)):
+            raise bad("eval_sets is not {file, bytes, sha256}")
+        out["eval_sets"] = e
+    if "sources" in data:
+        if not isinstance(data["sources"], list):
+            raise bad("sources is not a list")
+        for e in data["sources"]:
+            if not (isinstance(e, dict) and set(e) == SOURCE_FIELDS and isinstance(e["file"], str)
+                    and _file_fields(e) and e["role"] in ("graft", "init_from") and _int(e["index"], 1 << 16)
+                    and _int(e["step"], MAX_STEPS) and isinstance(e["spec"], str) and len(e["spec"]) < 4096
+                    and isinstance(e["sha256_of_source"], str)):
+                raise bad(f"sources entry {_short(e)} is not {{{', '.join(sorted(SOURCE_FIELDS))}}}")
+        out["sources"] = data["sources"]
+    return out
+
+
+SOURCE_FIELDS = {"role", "index", "spec", "step", "sha256_of_source", "file", "bytes", "sha256"}
+
+
+def _int(value: Any, high: int) -> bool:
+    return type(value) is int and 0 <= value <= high
+
+
+def _file_fields(entry: dict[str, Any]) -> bool:
+    return (_int(entry["bytes"], MAX_TENSOR_FILE) and isinstance(entry["sha256"], str)
+            and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

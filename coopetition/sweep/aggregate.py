@@ -15,6 +15,7 @@ import pandas as pd
 
 from coopetition.errors import DataError
 from coopetition.store.atomic import atomic_write
+from coopetition.store.rundir import RunReader
 from coopetition.sweep.expand import SEED_AXES, Point, expand
 from coopetition.sweep.ledger import jobs_by_point, read_ledger
 from coopetition.sweep.spec import SweepSpec
@@ -60,7 +61,7 @@ def aggregate_sweep(spec: SweepSpec, include_partial: bool = False, band: str = 
 def aggregate_table(points: list[Point], axes: list[str]) -> pd.DataFrame:
     frames = []
     for point in points:
-        frame = pd.read_csv(point.run_dir / "eval.csv")
+        frame = RunReader(point.run_dir).eval_table()  # bounded, checked columns: runs are shared input
         for axis in reversed(axes):
             frame.insert(0, axis, _cell(point.values[axis]))
         frame.insert(0, "group", point.group)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from coopetition.config import config_from_dict
-from coopetition.errors import ConfigError
+from coopetition.errors import ConfigError, DataError
+from coopetition.store.rundir import RunReader
 from coopetition.sweep.expand import Point, expand
 from coopetition.sweep.ledger import add_job, build_ledger, jobs_by_point, read_ledger, write_ledger
 from coopetition.sweep.spec import SweepSpec
@@ -47,7 +48,9 @@ def check_same_config(point: Point) -> None:
     path = point.run_dir / "config.json"
     if not path.is_file():
         return
-    recorded = json.loads(path.read_text())["config"]
+    recorded = RunReader(point.run_dir).config().get("config")  # bounded, inside the run; a bad one: DataError
+    if not isinstance(recorded, dict):
+        raise DataError(f"{path} has no 'config' section; move that run dir away")
     try:
         recorded = config_from_dict(recorded).to_dict()
     except ConfigError:

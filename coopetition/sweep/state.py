@@ -7,13 +7,11 @@ without ``--wait``), from submitit (Slurm's accounting) and the job's JSON outco
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from coopetition.bounded import read_json
 from coopetition.errors import DataError
 from coopetition.store.rundir import RunReader, is_locked
 from coopetition.sweep.expand import Point
@@ -54,9 +52,17 @@ def point_state(point: Point, jobs: list[dict[str, Any]], logs: Path) -> PointSt
         return PointState("running" if locked else fate, step, steps, resumable, accuracy=accuracy)
     if fate.startswith("failed"):
         return PointState("failed", step, steps, resumable, fate.removeprefix("failed: "), accuracy)
-    if (run / "config.json").is_file():
+    if _has_config(run):
         return PointState("partial", step, steps, resumable, accuracy=accuracy)
     return PointState("not started", None, steps, False)
+
+
+def _has_config(run: Path) -> bool:
+    try:
+        RunReader.open(run)
+    except DataError:
+        return False
+    return True
 
 
 def _manifest(run: Path) -> dict[str, Any]:
@@ -68,12 +74,13 @@ def _manifest(run: Path) -> dict[str, Any]:
 
 
 def last_accuracy(run: Path) -> dict[str, float]:
-    path = run / "eval.csv"
-    if not path.is_file():
+    """Each evaluator's last in-context accuracy; nothing when eval.csv is absent or unreadable (bounded read)."""
+    try:
+        table = RunReader(run).eval_table()
+    except DataError:
         return {}
-    table = pd.read_csv(path)
     table = table[(table["metric"] == "in_context_acc") & (table["step"] == table["step"].max())]
-    return dict(zip(table["evaluator"], table["value"]))
+    return {str(e): float(v) for e, v in zip(table["evaluator"], table["value"])}
 
 
 def job_fate(job: dict[str, Any], logs: Path) -> str:
@@ -108,8 +115,8 @@ def _result_file_fate(job_id: str, logs: Path) -> str:
 
     path = JobPaths(logs, job_id).folder / OUTCOME_FILE
     try:
-        outcome = json.loads(path.read_text())
-    except (OSError, ValueError):  # no outcome yet (still running, or killed before it could write one)
+        outcome = read_json(path, "job outcome")
+    except DataError:  # no outcome yet (still running, or killed before it could write one), or not ours
         return ""
     if not isinstance(outcome, dict):
         return ""

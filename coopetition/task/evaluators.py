@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from coopetition.bank import ExemplarBank
+from coopetition.bounded import TensorLayout, parse_json, read_safetensors
 from coopetition.errors import ConfigError, DataError
 from coopetition.task.sampler import ClassPool, SequenceBatch, sample_sequences
 from coopetition.task.sequence import SequenceSpec
@@ -78,6 +78,9 @@ def _ctx8() -> tuple[EvaluatorSpec, ...]:
     )
 
 
+MAX_EVAL_SEQS = 1 << 20  # sequences per evaluator; the reference uses 5000 (ctx2) and 1000 (ctx8)
+MAX_EVAL_BATCH = 1 << 20
+
 # IH24's training data and relabelling: ctx 2, B 1, 5 labels, label pairs split 8 train / 2 val (seed 20).
 IH24_FEWSHOT = SequenceSpec(context_len=2, burstiness=1, relabel="fewshot", fewshot_labels=5, fewshot_split=(8, 2, 0))
 
@@ -116,8 +119,10 @@ class EvalConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"eval.{name} must be >= 1 or null, got {value}")
-        if self.batch_size < 1:
-            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+        if self.n_seqs is not None and self.n_seqs > MAX_EVAL_SEQS:
+            raise ConfigError(f"eval.n_seqs must be <= {MAX_EVAL_SEQS}, got {self.n_seqs}")
+        if not 1 <= self.batch_size <= MAX_EVAL_BATCH:
+            raise ConfigError(f"eval.batch_size must be in [1, {MAX_EVAL_BATCH}], got {self.batch_size}")
 
     def evaluators(self) -> tuple[EvaluatorSpec, ...]:
         overrides = {k: getattr(self, k) for k in ("n_seqs", "max_classes", "max_exemplars")
@@ -156,23 +161,68 @@ def eval_sets_tensors(sets: dict[str, SequenceBatch]) -> dict[str, torch.Tensor]
             for name, batch in sets.items() for field in SequenceBatch.FIELDS}
 
 
-def load_eval_sets(path: Path, bank_fingerprint: str | None = None) -> dict[str, SequenceBatch]:
-    """Read eval sets written by a run (or exported); refuse ones drawn from a different bank."""
-    from safetensors import safe_open
+EVAL_SETS_LAYOUT = TensorLayout(dtypes=frozenset({"I64"}), max_tensors=4 * 64, max_bytes=1 << 30)
 
-    if not path.is_file():
-        raise DataError(f"eval sets file not found: {path}")
+
+def load_eval_sets(path: Path, bank_fingerprint: str | None = None, expected_bytes: int | None = None,
+                   expected_sha256: str | None = None) -> dict[str, SequenceBatch]:
+    """Read eval sets written by a run (or exported): int64 index tables only, size and header checked before the
+    data is read (``bounded``); refuse ones drawn from a different bank. Check them against the bank with
+    ``check_eval_sets`` before use."""
+    from safetensors.torch import load
+
+    data, header = read_safetensors(path, "eval sets", EVAL_SETS_LAYOUT, expected_bytes, expected_sha256)
+    metadata = header.get("__metadata__", {})
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise DataError(f"cannot read eval sets {path}: {err}") from None
-    if bank_fingerprint and metadata.get("bank_fingerprint") not in (None, bank_fingerprint):
-        raise DataError(f"eval sets {path} were drawn from bank {metadata.get('bank_fingerprint')}, "
-                        f"this run's bank is {bank_fingerprint}")
+        tensors = load(data)
+    except (SafetensorError, ValueError) as err:
+        raise DataError(f"cannot read eval sets {path}: {str(err).strip().splitlines()[0]}") from None
+    return eval_sets_from_tensors(tensors, metadata, str(path), bank_fingerprint)
+
+
+def eval_sets_from_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: str,
+                           bank_fingerprint: str | None = None) -> dict[str, SequenceBatch]:
+    """``{"<evaluator>/<field>": tensor}`` back to batches; each evaluator needs all four fields, of one 2-D shape."""
+    recorded = metadata.get("bank_fingerprint")
+    if recorded is None and "coopetition" in metadata:  # written through store.save_tensors: JSON metadata
+        meta = parse_json(metadata["coopetition"], f"eval sets {source} metadata", depth=4)
+        recorded = meta.get("bank_fingerprint") if isinstance(meta, dict) else None
+    if bank_fingerprint and recorded not in (None, bank_fingerprint):
+        raise DataError(f"eval sets {source} were drawn from bank {recorded}, this run's bank is {bank_fingerprint}")
     names = sorted({key.split("/")[0] for key in tensors})
-    try:
-        return {n: SequenceBatch(*(tensors[f"{n}/{f}"] for f in SequenceBatch.FIELDS)) for n in names}
-    except KeyError as err:
-        raise DataError(f"eval sets {path} lack field {err}") from None
+    sets = {}
+    for name in names:
+        fields = [tensors.get(f"{name}/{f}") for f in SequenceBatch.FIELDS]
+        if any(t is None for t in fields):
+            raise DataError(f"eval sets {source} lack a field of evaluator {name!r} (need {SequenceBatch.FIELDS})")
+        if fields[0].ndim != 2 or any(t.shape != fields[0].shape for t in fields):
+            raise DataError(f"eval sets {source}: evaluator {name!r} fields are not one 2-D shape")
+        sets[name] = SequenceBatch(*fields)
+    unknown = set(tensors) - {f"{n}/{f}" for n in names for f in SequenceBatch.FIELDS}
+    if unknown:
+        raise DataError(f"eval sets {source} hold unexpected tensor(s) {sorted(unknown)[:3]}")
+    return sets
+
+
+def check_eval_sets(sets: dict[str, SequenceBatch], specs: tuple[EvaluatorSpec, ...], bank: ExemplarBank,
+                    n_labels: int, source: str) -> dict[str, SequenceBatch]:
+    """Refuse stored sets that could not have been drawn for this run: every evaluator of ``specs`` present with its
+    context length, at most ``MAX_EVAL_SEQS`` rows, and every index inside the bank, the label table and the item
+    types (an out-of-range index would be an IndexError deep in a forward pass)."""
+    lengths = {spec.name: spec.sequence.context_len + 1 for spec in specs}
+    missing = sorted(set(lengths) - set(sets))
+    if missing:
+        raise DataError(f"eval sets {source} lack evaluator(s) {missing} of this run's suite")
+    for name, batch in sets.items():
+        n, items = batch.classes.shape
+        if name in lengths and items != lengths[name]:
+            raise DataError(f"eval sets {source}: evaluator {name!r} has {items} items per sequence, "
+                            f"its context needs {lengths[name]}")
+        if not 1 <= n <= MAX_EVAL_SEQS or not 2 <= items <= 16:
+            raise DataError(f"eval sets {source}: evaluator {name!r} has shape {[n, items]}")
+        for field, high in (("classes", bank.n_classes), ("exemplars", bank.n_exemplars), ("labels", n_labels),
+                            ("types", 4)):
+            values = getattr(batch, field)
+            if values.min() < 0 or values.max() >= high:
+                raise DataError(f"eval sets {source}: evaluator {name!r} has {field} outside [0, {high})")
+    return sets

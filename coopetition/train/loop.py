@@ -11,21 +11,21 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from coopetition.config import RunConfig, config_from_dict
+from coopetition.config import RunConfig
 from coopetition.errors import ConfigError, DataError, RecoveryWarning
 from coopetition.interventions import Intervened
-from coopetition.store.checkpoint import load_tensors
+from coopetition.store.checkpoint import layout_of, load_tensors
 from coopetition.store.rundir import EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, now_iso, package_versions
 from coopetition.task.evaluators import eval_sets_tensors
 from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.schedule import schedule_steps
-from coopetition.train.setup import derive_sizes, eval_sets_for, load_run_bank, model_for, training_pool
+from coopetition.train.setup import (derive_sizes, eval_sets_for, load_run_bank, model_for, stored_eval_sets,
+                                     training_pool)
 from coopetition.train.sources import keep_sources, load_source_model, resolve_sources, run_graft_models
-from coopetition.train.state import restore_resume, resume_tensors
+from coopetition.train.state import restore_resume, resume_layout, resume_tensors
 from coopetition.train.step import TrainStep, compiled_forward, make_optimizer, parameter_names
 
 PROGRESS_METRICS = (("flip", "in_context_acc"), ("ciwl", "in_context_acc"), ("icl", "in_context_acc"))
@@ -52,11 +52,11 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
     ckpt_steps = set(schedule_steps(tc.checkpoint_schedule, tc.steps, tc.batch_size))
     eval_steps = set(schedule_steps(tc.eval_schedule or tc.checkpoint_schedule, tc.steps, tc.batch_size))
 
-    bank = load_run_bank(config)
+    bank = load_run_bank(config, run_dir if resume else None)  # resume: the recorded bank, or refuse
     features = bank.features.to(device)
     pool = training_pool(config, bank, device)
     sizes = derive_sizes(config, bank)
-    eval_sets = eval_sets_for(config, bank)
+    eval_sets = stored_eval_sets(run_dir, config, bank) if resume else eval_sets_for(config, bank)
     prepared = prepare_eval_sets(eval_sets, features)
     model = model_for(config, sizes, device)
     if resume:  # the frozen sources come from the run's own copies
@@ -150,43 +150,46 @@ def _checkpoint(writer: RunWriter, model, optimizer, data_gen, step: int, config
 
 
 def _restore(writer: RunWriter, model, optimizer, data_gen, device: torch.device):
-    """Load the newest checkpoint whose weights and resume state both match the manifest (warning about each one
-    refused), forget everything after it, and return the loop state to continue from."""
+    """Load the newest checkpoint whose weights and resume state both match the manifest and the model's layout
+    (warning about each one refused, including entries naming files outside the run), forget everything after it,
+    and return the loop state to continue from."""
     reader = RunReader(writer.path)
-    checkpoints = {info.step: info for info in reader.checkpoints()}
+    weights_layout = layout_of(model.state_dict())
+    state_layout = resume_layout(model)
     refused = []
-    for entry in sorted(writer.manifest["resume"], key=lambda e: e["step"], reverse=True):
-        info = checkpoints.get(entry["step"])
+    for point in reader.resume_points():
         try:
-            if info is None:
-                raise DataError(f"resume state {writer.path / entry['file']} has no listed checkpoint")
-            state, _ = load_tensors(writer.path / entry["file"], "cpu", entry["bytes"], entry["sha256"])
-            weights, _ = load_tensors(info.path, device, info.bytes, info.sha256)
+            if point.problem:
+                raise DataError(point.problem)
+            state, _ = load_tensors(point.state.path, "cpu", point.state.bytes, point.state.sha256, state_layout,
+                                    what="resume state")
+            info = point.checkpoint
+            weights, _ = load_tensors(info.path, device, info.bytes, info.sha256, weights_layout)
             try:
                 model.load_state_dict(weights)
             except RuntimeError:
                 raise DataError(f"checkpoint {info.path} does not fit the run's model") from None
             running_loss, since_log = restore_resume(model, optimizer, data_gen, state, device)
         except DataError as err:
-            warnings.warn(f"not resuming from step {entry['step']}: {err}", RecoveryWarning, stacklevel=2)
-            refused.append(entry["step"])
+            warnings.warn(f"not resuming from step {point.step}: {err}", RecoveryWarning, stacklevel=2)
+            refused.append(point.step)
             continue
-        step = entry["step"]
+        step = point.step
         break
     else:
         why = f" (refused steps {refused})" if refused else ""
         raise DataError(f"{writer.path} has no complete checkpoint to resume from{why}; "
                         f"start it again with --overwrite")
-    writer.truncate_after(step)
     frame = reader.eval_table() if (writer.path / "eval.csv").exists() else None
+    train_frame = reader.train_table() if (writer.path / "train.csv").exists() else None
+    writer.truncate_after(step)
     eval_rows = frame[frame.step <= step].to_dict("records") if frame is not None else []
-    train_path = writer.path / "train.csv"
-    train_rows = pd.read_csv(train_path).query("step <= @step").to_dict("records") if train_path.exists() else []
+    train_rows = train_frame[train_frame.step <= step].to_dict("records") if train_frame is not None else []
     writer.write_table("eval.csv", eval_rows, EVAL_COLUMNS)
     writer.write_table("train.csv", train_rows, TRAIN_COLUMNS)
     return step, eval_rows, train_rows, running_loss, since_log
 
 
 def resume_config(run_dir: Path) -> RunConfig:
-    """The config a run was started with (``--resume`` never takes a new one)."""
-    return config_from_dict(RunReader.open(run_dir).config()["config"])
+    """The config a run was started with (``--resume`` never takes a new one), re-validated as it is read."""
+    return RunReader.open(run_dir).run_config()

@@ -12,13 +12,19 @@ from typing import TYPE_CHECKING
 import torch
 
 from coopetition.bank import ExemplarBank, load_bank
+from coopetition.bounded import MAX_HEADER_BYTES
 from coopetition.config import RunConfig
-from coopetition.errors import ConfigError
-from coopetition.task.evaluators import build_eval_sets, load_eval_sets
+from coopetition.errors import ConfigError, DataError
+from coopetition.store.contain import EVAL_SETS, contained
+from coopetition.store.rundir import RunReader
+from coopetition.task.evaluators import (EVAL_SETS_LAYOUT, build_eval_sets, check_eval_sets, eval_sets_from_tensors,
+                                         load_eval_sets)
 from coopetition.task.sampler import ClassPool, SequenceBatch, zipf_weights
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ICLTransformer
+
+MAX_PARAMETERS = 1 << 28  # 1 GiB of float32 weights; the reference model has ~0.1M, the deepest preset ~1M
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,32 @@ def derive_sizes(config: RunConfig, bank: ExemplarBank) -> Sizes:
     return Sizes(bank.dim, vocab, vocab, bank.class_split, bank.exemplar_split, bank.splits_from)
 
 
+def n_parameters(config: RunConfig, sizes: Sizes) -> int:
+    """An upper bound on the model's parameter count, known before anything is allocated."""
+    d, m = config.model.d_model, config.model
+    block = 4 * d * d + 4 * d + 4 * d + (2 * (m.mlp_ratio or 0) * d * d + (m.mlp_ratio or 0) * d + d + 2 * d)
+    embed = (sizes.input_dim + 1 + sizes.n_labels + m.max_seq_len) * d
+    return m.n_layers * block + embed + (d + 1) * sizes.n_outputs + 2 * d
+
+
+def checkpoint_bytes_bound(config: RunConfig, derived: dict) -> int | None:
+    """A generous upper bound on a checkpoint's size from the run's recorded sizes (None if it recorded none), so a
+    reader refuses a listed multi-gigabyte file before hashing it; the exact layout is checked when it is loaded."""
+    if not all(k in derived for k in ("input_dim", "n_labels", "n_outputs")):
+        return None
+    sizes = Sizes(derived["input_dim"], derived["n_labels"], derived["n_outputs"])
+    masks = 8 * config.model.n_layers * config.model.max_seq_len ** 2  # TransformerLens keeps causal masks
+    return 8 * n_parameters(config, sizes) + masks + MAX_HEADER_BYTES
+
+
 def model_for(config: RunConfig, sizes: Sizes, device: str | torch.device = "cpu") -> ICLTransformer:
+    """The run's model; a config whose model would exceed ``MAX_PARAMETERS`` (valid field by field, absurd as a
+    whole, e.g. an edited config.json) is refused before a byte is allocated."""
+    count = n_parameters(config, sizes)
+    if count > MAX_PARAMETERS:
+        raise ConfigError(f"the model would have ~{count:.2e} parameters, more than the {MAX_PARAMETERS:.1e} allowed "
+                          f"(model {config.model.n_layers} layers x d_model {config.model.d_model}, "
+                          f"{sizes.n_labels} labels, input dim {sizes.input_dim})")
     from coopetition.model import build_model
 
     return build_model(config.model, sizes.input_dim, sizes.n_labels, sizes.n_outputs, config.seeds.init, device)
@@ -68,9 +99,38 @@ def model_for(config: RunConfig, sizes: Sizes, device: str | torch.device = "cpu
 
 def eval_sets_for(config: RunConfig, bank: ExemplarBank) -> dict[str, SequenceBatch]:
     if config.eval.import_path:
-        return load_eval_sets(Path(config.eval.import_path), bank.fingerprint())
+        path = Path(config.eval.import_path)
+        sets = load_eval_sets(path, bank.fingerprint())
+        return check_eval_sets(sets, config.eval.evaluators(), bank, derive_sizes(config, bank).n_labels, str(path))
     return build_eval_sets(config.eval.evaluators(), bank, config.seeds.eval)
 
 
-def load_run_bank(config: RunConfig) -> ExemplarBank:
-    return load_bank(config.bank)
+def stored_eval_sets(run_dir: Path, config: RunConfig, bank: ExemplarBank) -> dict[str, SequenceBatch]:
+    """The eval sets a run was scored on, from its ``eval_sets.safetensors`` (size and sha256 from the manifest,
+    int64 tables whose indices fit the bank and the config), never redrawn from the seed: an edited seed cannot
+    change what a resumed run is scored on."""
+    tensors, metadata = RunReader(run_dir).eval_sets(EVAL_SETS_LAYOUT)
+    source = str(contained(run_dir, EVAL_SETS))
+    sets = eval_sets_from_tensors(tensors, metadata, source, bank.fingerprint())
+    specs = config.eval.evaluators()
+    if not config.eval.import_path:  # drawn from the config: exactly its evaluators, in its order (as when trained)
+        extra = sorted(set(sets) - {spec.name for spec in specs})
+        if extra:
+            raise DataError(f"eval sets {source} hold evaluator(s) {extra[:3]} that this run's suite does not have")
+        sets = {spec.name: sets[spec.name] for spec in specs if spec.name in sets}
+    return check_eval_sets(sets, specs, bank, derive_sizes(config, bank).n_labels, source)
+
+
+def load_run_bank(config: RunConfig, run_dir: Path | None = None) -> ExemplarBank:
+    """The bank of ``config``; for an existing run (``run_dir``) a file bank's shape is checked against the run's
+    record before its data is read, and the bank's fingerprint must be the one the run recorded (docs/reliability.md,
+    "Bank files named by a run")."""
+    if run_dir is None:
+        return load_bank(config.bank)
+    derived = RunReader(run_dir).derived()
+    shape = tuple(derived["bank_shape"]) if derived.get("bank_shape") else None
+    bank = load_bank(config.bank, shape)
+    if bank.fingerprint() != derived["bank_fingerprint"]:
+        raise DataError(f"the exemplar bank of {run_dir} ({config.bank.source}) has fingerprint {bank.fingerprint()}, "
+                        f"the run recorded {derived['bank_fingerprint']}: not the bank it was trained on")
+    return bank

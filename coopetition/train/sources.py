@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coopetition.config import RunConfig, config_from_dict
+from coopetition.config import RunConfig
 from coopetition.errors import ConfigError, CoopetitionError, DataError
 from coopetition.interventions import CheckpointRef, Graft
 from coopetition.model.config import ModelConfig
-from coopetition.store.checkpoint import load_tensors, verify_file
+from coopetition.store.checkpoint import layout_of, load_tensors, verify_file
 from coopetition.store.rundir import RunReader, RunWriter
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
@@ -44,13 +44,21 @@ class Source:
         return f"{self.role}_{self.index}"
 
 
-def open_source(ref: CheckpointRef, purpose: str) -> tuple[Path, int, int, str, dict]:
-    """``(checkpoint path, step, bytes, sha256, the source run's config.json)`` after verifying the file."""
+def open_source(ref: CheckpointRef, purpose: str, max_bytes: int | None = None) -> tuple[Path, int, int, str, dict]:
+    """``(checkpoint path, step, bytes, sha256, the source run's config.json)`` after verifying the file. The source
+    run is an untrusted run directory like any other: its entries must stay inside it (``store.contain``), its file
+    must match its manifest and be no larger than ``max_bytes`` (checked before it is hashed)."""
     try:
         reader = RunReader.open(Path(ref.run))
     except CoopetitionError:
         raise ConfigError(f"{purpose} checkpoint {ref}: {ref.run} is not a coopetition run (no config.json)") from None
-    steps = {info.step: info for info in reader.checkpoints()}
+    try:
+        listed, refused = reader.listed_checkpoints()
+    except DataError as err:
+        raise DataError(f"{purpose} checkpoint {ref}: {err}") from None
+    if ref.step is not None and any(info.step == ref.step for info, _ in refused):
+        raise DataError(f"{purpose} checkpoint {ref}: {next(r for info, r in refused if info.step == ref.step)}")
+    steps = {info.step: info for info in listed}
     if not steps:
         raise ConfigError(f"{purpose} checkpoint {ref}: the run has no checkpoints")
     step = max(steps) if ref.step is None else ref.step
@@ -58,10 +66,19 @@ def open_source(ref: CheckpointRef, purpose: str) -> tuple[Path, int, int, str, 
         near = sorted(steps, key=lambda s: abs(s - step))[:3]
         raise ConfigError(f"{purpose} checkpoint {ref}: no checkpoint at step {step}; nearest: {sorted(near)}")
     info = steps[step]
-    reason = verify_file(info.path, info.bytes, info.sha256)
+    reason = verify_file(info.path, info.bytes, info.sha256, max_bytes=max_bytes)
     if reason:
         raise DataError(f"{purpose} checkpoint {ref}: corrupt file {info.path}: {reason}")
-    return info.path, step, info.bytes, info.sha256, reader.config()
+    try:
+        meta = {"config": reader.run_config(), "derived": reader.derived()}
+    except DataError as err:
+        raise DataError(f"{purpose} checkpoint {ref}: {err}") from None
+    return info.path, step, info.bytes, info.sha256, meta
+
+
+def _max_bytes(like: ICLTransformer) -> int:
+    """A source checkpoint has our architecture, so no more bytes than our own checkpoint's layout."""
+    return layout_of(like.state_dict()).max_bytes
 
 
 def _arch(config: ModelConfig) -> dict:
@@ -71,12 +88,10 @@ def _arch(config: ModelConfig) -> dict:
 
 def check_source(meta: dict, ref: CheckpointRef, like: ICLTransformer, bank_fingerprint: str | None, purpose: str,
                  allow_intervened: bool) -> None:
-    """Every mismatch between the source run and ours is a one-line ConfigError."""
-    try:
-        source: RunConfig = config_from_dict(meta["config"])
-    except (KeyError, TypeError):
-        raise ConfigError(f"{purpose} checkpoint {ref}: its config.json has no 'config' section") from None
-    derived = meta.get("derived", {}) if isinstance(meta.get("derived"), dict) else {}
+    """Every mismatch between the source run (``meta``: its validated config and derived sizes) and ours is a
+    one-line ConfigError."""
+    source: RunConfig = meta["config"]
+    derived = meta["derived"]
     ours = {**_arch(like.model_config), "input_dim": like.input_dim, "n_labels": like.n_labels,
             "n_outputs": like.n_outputs}
     theirs = {**_arch(source.model), **{k: derived.get(k) for k in ("input_dim", "n_labels", "n_outputs")}}
@@ -100,12 +115,12 @@ def resolve_sources(config: RunConfig, like: ICLTransformer, bank_fingerprint: s
     found = []
     if config.train.init_from is not None:
         ref = config.train.init_from
-        path, step, size, sha, meta = open_source(ref, "init_from")
+        path, step, size, sha, meta = open_source(ref, "init_from", _max_bytes(like))
         check_source(meta, ref, like, bank_fingerprint, "init_from", allow_intervened=True)
         found.append(Source("init_from", 0, str(ref), path, step, size, sha))
     grafts = [i for i in (*config.interventions, *extra) if isinstance(i, Graft)]
     for index, graft in enumerate(grafts):
-        path, step, size, sha, meta = open_source(graft.source, graft.name)
+        path, step, size, sha, meta = open_source(graft.source, graft.name, _max_bytes(like))
         check_source(meta, graft.source, like, bank_fingerprint, graft.name, allow_intervened=False)
         found.append(Source("graft", index, graft.spec, path, step, size, sha))
     return found
@@ -118,7 +133,7 @@ def load_source_model(path: Path, like: ICLTransformer, size: int | None = None,
 
     device = next(like.parameters()).device
     model = build_model(like.model_config, like.input_dim, like.n_labels, like.n_outputs, init_seed=0, device=device)
-    tensors, _ = load_tensors(path, device, size, sha256)
+    tensors, _ = load_tensors(path, device, size, sha256, layout_of(model.state_dict()))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:
@@ -151,10 +166,10 @@ def run_graft_models(reader: RunReader, config: RunConfig, like: ICLTransformer)
     for index, graft in enumerate(grafts):
         entry = kept.get(index)
         if entry is None:
-            path, _, size, sha, _ = open_source(graft.source, graft.name)
+            path, _, size, sha, _ = open_source(graft.source, graft.name, _max_bytes(like))
             models.append(load_source_model(path, like, size, sha))
         else:
-            models.append(load_source_model(reader.path / entry["file"], like, entry["bytes"], entry["sha256"]))
+            models.append(load_source_model(entry["path"], like, entry["bytes"], entry["sha256"]))
     return models
 
 
@@ -162,7 +177,7 @@ def extra_graft_models(interventions: tuple, like: ICLTransformer, bank_fingerpr
     """Frozen sources of grafts that an analysis adds on top of a run's own (opened from the runs they name)."""
     models = []
     for graft in (i for i in interventions if isinstance(i, Graft)):
-        path, _, size, sha, meta = open_source(graft.source, graft.name)
+        path, _, size, sha, meta = open_source(graft.source, graft.name, _max_bytes(like))
         check_source(meta, graft.source, like, bank_fingerprint, graft.name, allow_intervened=False)
         models.append(load_source_model(path, like, size, sha))
     return models

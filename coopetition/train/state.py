@@ -7,7 +7,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from coopetition.bounded import TensorLayout
 from coopetition.errors import DataError
+from coopetition.store.checkpoint import layout_bytes, safetensors_dtype
+
+MAX_RNG_STATE = 1 << 16  # bytes of a generator state (CPU: 5056, CUDA: 16)
 
 
 def optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -38,6 +42,21 @@ def resume_tensors(model: nn.Module, optimizer: torch.optim.Optimizer, data_gen:
     return {**optimizer_tensors(model, optimizer), "rng/train": data_gen.get_state(),
             "loop/running_loss": running_loss.detach().reshape(()).clone(),
             "loop/since_log": torch.tensor(since_log, dtype=torch.int64)}
+
+
+def resume_layout(model: nn.Module) -> TensorLayout:
+    """What a resume state of ``model`` may hold (Adam moments shaped like each parameter, its step count, the RNG
+    state and the loop counters), checked on the file's header before its data is read."""
+    spec: dict[str, tuple[str, tuple[int, ...] | None]] = {}
+    for name, param in model.named_parameters():
+        dtype = safetensors_dtype(param.dtype)
+        spec |= {f"optim/{name}/exp_avg": (dtype, tuple(param.shape)),
+                 f"optim/{name}/exp_avg_sq": (dtype, tuple(param.shape)), f"optim/{name}/step": ("F32", ())}
+    spec |= {"loop/running_loss": ("F32", ()), "loop/since_log": ("I64", ())}
+    sized = layout_bytes(spec) + MAX_RNG_STATE
+    spec["rng/train"] = ("U8", None)
+    return TensorLayout(spec, required=frozenset({"rng/train", "loop/running_loss", "loop/since_log"}),
+                        max_tensors=len(spec), max_bytes=sized)
 
 
 def restore_resume(model: nn.Module, optimizer: torch.optim.Optimizer, data_gen: torch.Generator,
