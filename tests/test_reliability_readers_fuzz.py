@@ -103,10 +103,19 @@ def relist(case: Case, rel: str) -> None:
 
 def edit_header(path: Path, draw, case: Case) -> None:
     data = path.read_bytes()
+    if len(data) < 9:  # an earlier edit left no header to edit: truncate it further instead
+        path.write_bytes(data[:max(0, len(data) - 1)])
+        return
     (length,) = struct.unpack("<Q", data[:8])
-    how = draw(st.sampled_from(["length", "byte", "json", "truncate", "data byte"]))
+    try:  # an earlier edit may have broken the header: then only the edits that need no parsed header apply
+        json.loads(data[8:8 + length])
+        parsed = 8 + length < len(data)
+    except ValueError:
+        parsed = False
+    how = draw(st.sampled_from(["length", "byte", "json", "truncate", "data byte"] if parsed
+                               else ["length", "byte", "truncate"]))
     if how == "length":
-        data = struct.pack("<Q", draw(st.sampled_from([0, 1, 2, length - 1, length + 1, 2**24, 2**40, 2**64 - 1])))\
+        data = struct.pack("<Q", draw(st.sampled_from([0, 1, 2, max(0, length - 1), length + 1, 2**24, 2**40, 2**64 - 1])))\
             + data[8:]
     elif how == "byte":
         at = draw(st.integers(0, min(len(data), 8 + length) - 1))

@@ -28,7 +28,7 @@ from coopetition.analysis.execution import Timer, build_context, checkpoint_rows
 from coopetition.analysis.loading import LoadedRun
 from coopetition.analysis.selection import Selection, parse_spec, resolve
 from coopetition.errors import ConfigError
-from coopetition.store.atomic import atomic_write, atomic_write_text
+from coopetition.store.atomic import atomic_directory, atomic_write, atomic_write_text
 
 from coopetition.store.rundir import RunReader, now_iso, package_versions
 
@@ -89,8 +89,7 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
         for note in selection.notes:
             warnings.warn(note, SelectionWarning, stacklevel=2)
         out = Path(out_dir) if out_dir is not None else Path(run_dir) / "analysis"
-        out.mkdir(parents=True, exist_ok=True)
-        skipped = run.report_skipped(out)
+        _check_replaceable(out)
         rows: dict[str, list[dict]] = defaultdict(list)
         for analysis in (a for a in analyses if not a.needs_model):
             assert eval_log is not None
@@ -100,14 +99,29 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
             _model_analyses(context, analyses, selection.steps, rows, timer, progress_bar)
     finally:
         torch.set_num_threads(threads)
+    # Everything is computed; now the folder is written whole into a temporary sibling and swapped in, so an
+    # interrupted analyze leaves the previous complete output (or none), never new tables beside old figures.
     tables, frames = {}, {}
-    for analysis in analyses:
-        for name, columns in analysis.tables.items():
-            tables[name] = out / f"{name}.csv"
-            frames[name] = _write_table(tables[name], rows[name], list(columns))
-    figures = timer.run("figures", write_figures, out, frames, config.analyses)
-    _write_record(out, run, spec, selection, evaluators, config, timer)
+    with atomic_directory(out) as tmp:
+        skipped = run.report_skipped(tmp)
+        for analysis in analyses:
+            for name, columns in analysis.tables.items():
+                tables[name] = out / f"{name}.csv"
+                frames[name] = _write_table(tmp / f"{name}.csv", rows[name], list(columns))
+        written = timer.run("figures", write_figures, tmp, frames, config.analyses, shown=out)
+        _write_record(tmp, run, spec, selection, evaluators, config, timer)
+    figures = {name: out / path.name for name, path in written.items()}
     return AnalysisResult(out, selection.steps, tables, figures, dict(timer.seconds), dict(timer.cpu), skipped)
+
+
+def _check_replaceable(out: Path) -> None:
+    """The output folder is replaced whole, so it must be absent, empty, or an earlier analysis output (it holds
+    ``analysis.json``): ``--out .`` or ``--out RUN`` must never swap away a folder of someone else's files."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "analysis.json").is_file():
+        raise ConfigError(f"--out {out} is a non-empty folder that is not an analysis output; "
+                          "give a new or empty folder")
 
 
 def _write_table(path: Path, rows: list[dict], columns: list[str]) -> pd.DataFrame:

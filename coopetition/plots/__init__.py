@@ -83,8 +83,11 @@ def pages_for(name: str, frames: dict[str, pd.DataFrame]) -> list[Page]:
             for table, frame in tables.items() if frame is not None and len(frame)]
 
 
-def write_figures(out: Path, frames: dict[str, pd.DataFrame], analyses: tuple[str, ...]) -> dict[str, Path]:
-    """Write every page the tables of ``analyses`` allow plus ``index.html``; returns ``{file name: path}``."""
+def write_figures(out: Path, frames: dict[str, pd.DataFrame], analyses: tuple[str, ...],
+                  shown: Path | None = None) -> dict[str, Path]:
+    """Write every page the tables of ``analyses`` allow plus ``index.html``; returns ``{file name: path}``.
+
+    ``shown`` is the folder named on the index page when ``out`` is a temporary folder swapped into place later."""
     out = Path(out)
     ensure_plotlyjs(out)
     written: dict[str, Path] = {}
@@ -98,7 +101,7 @@ def write_figures(out: Path, frames: dict[str, pd.DataFrame], analyses: tuple[st
             if entry.file == "strategies.html":
                 headline = fig
     steps = sorted({int(s) for f in frames.values() if f is not None and len(f) for s in f["step"].unique()})
-    subtitle = (f"{len(steps)} steps, {steps[0]}..{steps[-1]}" if steps else "no rows") + f" — {out.resolve()}"
+    subtitle = (f"{len(steps)} steps, {steps[0]}..{steps[-1]}" if steps else "no rows") + f" — {Path(shown or out).resolve()}"
     tables = [f"{t}.csv" for name in analyses for t in get(name).tables if t in frames]
     written["index.html"] = write_index(out, entries, tables, headline, subtitle)
     return written
