@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from coopetition.analysis.ablation import ablation_variants, variant_scores
@@ -36,6 +36,9 @@ from coopetition.analysis.paper import PAPER
 from coopetition.analysis.progress import head_measures
 from coopetition.analysis.strategies import curve, detect_events
 from coopetition.interventions import Intervened, Intervention
+
+if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
+    from coopetition.model import ActivationCache, ICLTransformer
 
 COLUMNS = ("step", "sequences", "check", "paper", "measured", "unit", "low", "high", "section")
 COMPOSITION = {("recompute_none", "qkv_composition"): "l0_direct_effect", ("recompute_q", "qkv_composition"):
@@ -82,8 +85,10 @@ def copier_summary(strengths: Sequence[float], acc: Float[Tensor, "head strength
             "copier_monotone_fraction": float(monotone.double().mean())}
 
 
-def label_attention(network, data: EvalData, cache) -> tuple[Tensor, Tensor]:
-    """Per layer-0 head: does label-token attention go to the previous token (``prev``) or to self (``self``)?"""
+def label_attention(network: ICLTransformer, data: EvalData,
+                    cache: ActivationCache) -> tuple[Bool[Tensor, " head"], Bool[Tensor, " head"]]:
+    """Per layer-0 head: does label-token attention (mean over sequences and label tokens) go more to the previous
+    token, the label's exemplar (``prev``), or more to the label itself (``self``)? A head may be neither (a tie)."""
     measures = head_measures(network, data, cache)
     to_prev, to_self = measures["label_to_prev"][0], measures["label_to_self"][0]
     return to_prev > to_self, to_self > to_prev
@@ -102,7 +107,7 @@ def copier_variants(n_layers: int, n_heads: int, strengths: tuple[float, ...]) -
             if labels["intervention"] == "induction" and labels["condition"] == "isolated"]
 
 
-def evaluator_checks(forward: Intervened, data: EvalData, cache, strengths: tuple[float, ...],
+def evaluator_checks(forward: Intervened, data: EvalData, cache: ActivationCache, strengths: tuple[float, ...],
                      max_rows: int) -> dict[str, float]:
     """The in-context checks of one evaluator (``train``, ``ciwl`` or ``flip``): clean accuracy, the ablation
     checks, and (CIWL only) the copier summary; one batched ``run_variants`` call."""
@@ -146,7 +151,7 @@ class ScorecardAnalysis(Analysis):
         run = self.context.run
         eval_table = run.eval_table()
         self.timeline = timeline(eval_table, run.config.train.steps)
-        self.reference: Tensor | None = None
+        self.reference: Tensor | None = None  # layer-0 heads attending label -> previous token at the flip peak
         events = {e["metric"]: e for e in detect_events(eval_table)}
         data = self.context.data.get("train")
         if "icl_peak" not in events or data is None or self.context.network.cfg.n_layers < 2 or not run.checkpoints:
@@ -157,7 +162,6 @@ class ScorecardAnalysis(Analysis):
         with torch.no_grad():
             _, cache = self.context.forward.run_cached(data.exemplars, data.context_labels, data.target)
         self.reference, _ = label_attention(self.context.network, data, cache)
-        self.reference_step = info.step
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
         measured = dict(self.timeline)
