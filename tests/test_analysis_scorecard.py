@@ -205,3 +205,33 @@ def test_figure_shows_verdicts_from_the_table_alone():
     cells = fig.data[0].cells.values
     assert list(cells[0]) == ["a", "b", "c"] and list(cells[-1]) == ["as paper", "differs", "not compared"]
     assert list(cells[4]) == ["0.52", "0.9", "0.1M"]
+
+
+def test_scorecard_equals_the_owning_analyses_tables(trained_run, tmp_path):
+    """Reuse, not re-implementation: the same numbers as the ablation, clamp and progress tables."""
+    import numpy as np
+
+    result = analyze(trained_run, "30", AnalysisConfig(analyses=("ablation", "clamp", "progress", "scorecard"),
+                                                       n_seqs=32, workers=1), tmp_path, progress_bar=False)
+    card = pd.read_csv(result.tables["scorecard"]).set_index("check")["measured"]
+    ablation = pd.read_csv(result.tables["ablation"])
+    ablation = ablation[ablation["metric"] == "in_context_acc"]
+    for evaluator in ("train", "ciwl", "flip"):
+        rows = ablation[ablation["evaluator"] == evaluator].set_index(["unit", "method"])
+        assert card[f"final_acc_{evaluator}"] == pytest.approx(rows.loc[("none", "clean"), "value"])
+        assert card[f"l0_direct_effect_{evaluator}"] == pytest.approx(
+            rows.loc[("recompute_none", "qkv_composition"), "delta"], abs=1e-5)
+        for qkv in "qkv":
+            assert card[f"recompute_{qkv}_{evaluator}"] == pytest.approx(
+                rows.loc[(f"recompute_{qkv}", "qkv_composition"), "value"])
+        assert card[f"all_heads_removed_{evaluator}"] == pytest.approx(rows.loc[("all_heads", "zero"), "value"])
+    clamp = pd.read_csv(result.tables["clamp"])
+    curve = clamp[(clamp["metric"] == "in_context_acc") & (clamp["intervention"] == "induction")
+                  & (clamp["condition"] == "isolated") & (clamp["evaluator"] == "ciwl")]
+    mean = curve.groupby("strength")["value"].mean()
+    assert card["copier_slope"] == pytest.approx(np.polyfit(2 * mean.index.values - 1, mean.values, 1)[0], abs=1e-5)
+    assert card["copier_acc_at_delta0"] == pytest.approx(mean.loc[0.5], abs=1e-5)
+    progress = pd.read_csv(result.tables["progress"])
+    layer0 = progress[(progress["evaluator"] == "train") & (progress["layer"] == 0)]
+    heads = layer0.pivot_table(index="head", columns="measure", values="value")
+    assert card["l0_prev_token_heads"] == pytest.approx((heads["label_to_prev"] > heads["label_to_self"]).mean())
