@@ -38,7 +38,8 @@ def _fmt(value: float, unit: str) -> str:
 def _band(row: pd.Series) -> str:
     if pd.isna(row["low"]):
         return "—"
-    return f"[{_fmt(row['low'], row['unit'])}, {_fmt(row['high'], row['unit'])}]"
+    low = "(0" if 0 < row["low"] < 1e-6 else f"[{_fmt(row['low'], row['unit'])}"  # "> 0" bands
+    return f"{low}, {_fmt(row['high'], row['unit'])}]"
 
 
 def _table(rows: pd.DataFrame, visible: bool) -> go.Table:
@@ -79,7 +80,7 @@ def figure(table: pd.DataFrame) -> go.Figure:
     first = table[table["step"] == steps[0]]
     n_lin = int((first["unit"] != "sequences").sum()) or 1
     n_log = int((first["unit"] == "sequences").sum()) or 1
-    pixels = [22 * len(first) + 40, 22 * n_lin + 60, 30 * n_log + 60]  # table, dot chart, log chart
+    pixels = [23 * len(first) + 60, 22 * n_lin + 60, 30 * n_log + 60]  # table, dot chart, log chart
     fig = make_subplots(rows=3, cols=1, specs=[[{"type": "table"}], [{"type": "xy"}], [{"type": "xy"}]],
                         row_heights=[p / sum(pixels) for p in pixels], vertical_spacing=60 / sum(pixels),
                         subplot_titles=("", "paper ◆ vs measured ● (accuracies, deltas, fractions, ratios)",
