@@ -56,17 +56,21 @@ def timeline(eval_table: pd.DataFrame, total_steps: int) -> dict[str, float]:
     run's ``total_steps``), their ratio, and when Flip first falls to ``NEAR_ZERO`` after its peak (NaN: never)."""
     events = {e["metric"]: e for e in detect_events(eval_table)}
     out: dict[str, float] = {}
+
+    def fraction(step: float) -> float:
+        return step / total_steps if total_steps > 0 else math.nan
+
     for check, event in (("flip_peak", "icl_peak"), ("icl_eval_peak", "icl_eval_peak")):
         if event in events:
             out[check] = float(events[event]["sequences"])
-            out[f"{check}_fraction"] = events[event]["step"] / total_steps
+            out[f"{check}_fraction"] = fraction(events[event]["step"])
     if "flip_peak" in out and "icl_eval_peak" in out:
         out["peak_ratio"] = out["icl_eval_peak"] / out["flip_peak"] if out["flip_peak"] else math.nan
     if "icl_peak" in events:
         flip = curve(eval_table, "flip")
         after = flip[(flip["step"] > events["icl_peak"]["step"]) & (flip["value"] <= NEAR_ZERO)]
         out["flip_near_zero"] = float(after["sequences"].iloc[0]) if len(after) else math.nan
-        out["flip_near_zero_fraction"] = after["step"].iloc[0] / total_steps if len(after) else math.nan
+        out["flip_near_zero_fraction"] = fraction(after["step"].iloc[0]) if len(after) else math.nan
     return out
 
 
