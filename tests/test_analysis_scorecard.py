@@ -235,3 +235,32 @@ def test_scorecard_equals_the_owning_analyses_tables(trained_run, tmp_path):
     layer0 = progress[(progress["evaluator"] == "train") & (progress["layer"] == 0)]
     heads = layer0.pivot_table(index="head", columns="measure", values="value")
     assert card["l0_prev_token_heads"] == pytest.approx((heads["label_to_prev"] > heads["label_to_self"]).mean())
+
+
+def test_layer0_switch_is_measured_against_the_flip_peak_checkpoint(trained_run, tmp_path):
+    """With a flip peak written into the eval log at step 15, the reference is the nearest checkpoint, 10 (the
+    first of the two as near): at each step the switched heads are those whose label tokens attend more to the
+    previous token at 10 and more to themselves at that step (progress's measures)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    log = pd.read_csv(run / "eval.csv")
+    flip = (log["evaluator"] == "flip") & (log["metric"] == "in_context_acc")
+    log.loc[flip, "value"] = 0.1
+    log.loc[flip & (log["step"] == 15), "value"] = 0.9
+    log.to_csv(run / "eval.csv", index=False)
+    result = analyze(run, "10,30", AnalysisConfig(analyses=("progress", "scorecard"), n_seqs=32, workers=1),
+                     tmp_path / "out", progress_bar=False)
+    card = pd.read_csv(result.tables["scorecard"]).set_index(["check", "step"])["measured"]
+    progress = pd.read_csv(result.tables["progress"])
+    layer0 = progress[(progress["evaluator"] == "train") & (progress["layer"] == 0)]
+    heads = {step: rows.pivot_table(index="head", columns="measure", values="value")
+             for step, rows in layer0.groupby("step")}
+    prev_at_peak = heads[10]["label_to_prev"] > heads[10]["label_to_self"]
+    for step in (10, 30):
+        self_now = heads[step]["label_to_self"] > heads[step]["label_to_prev"]
+        assert card["l0_switched_to_self", step] == pytest.approx((prev_at_peak & self_now).mean())
+    assert card["l0_switched_to_self", 10] == 0.0  # a head cannot attend more to both
+    assert card["l0_switched_to_self", 30] > 0  # this tiny run does switch a head (the test is not vacuous)
+    assert card["flip_peak", 10] == card["flip_peak", 30] == 15 * 16  # run-level: repeated at every step
