@@ -10,6 +10,10 @@ them alone and only rescales. Exemplar of class c is the one-hot e_c (8 classes,
   exemplar is of the query's class; it copies that label's L[c] into the query, and the unembedding reads L[c].
 - Every other head attends uniformly and writes a constant into a spare direction nothing reads (harmless).
 So the model does perfect ICL: Flip accuracy 1, CIWL accuracy at chance.
+
+``handmade_model(direct=k)`` adds a direct in-weights path: the unembedding also reads the query's exemplar identity
+E[c] as label c with weight k. Small enough for the induction head to win while it runs, it decides the answer once
+the heads are gone: the query's own class label (Train and CIWL right, Flip wrong).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def _basis() -> torch.Tensor:
     return q[:, 1:].T.contiguous()
 
 
-def handmade_model() -> ICLTransformer:
+def handmade_model(direct: float = 0.0) -> ICLTransformer:
     model = ICLTransformer(ModelConfig(n_layers=2, d_model=D_MODEL, n_heads=N_HEADS), input_dim=N_CLASSES,
                            n_labels=N_CLASSES, n_outputs=N_CLASSES, init_seed=0)
     b = _basis()
@@ -65,7 +69,7 @@ def handmade_model() -> ICLTransformer:
         attn1.W_K[h] = 2.0 * (PREV.T @ one[:8] + LAB[:, None] @ one[8:9])
         attn1.W_V[h] = L.T @ one[:8]
         attn1.W_O[h] = one[:8].T @ L
-        model.unembed.W_U.copy_(5.0 * L.T)
+        model.unembed.W_U.copy_(5.0 * L.T + direct * E.T)
         spare = iter(SPARE)
         for layer, attn in enumerate((attn0, attn1)):
             for head in range(N_HEADS):

@@ -62,7 +62,7 @@ def test_every_figure_and_the_index_are_written(analysed):
     out = analysed.out_dir
     expected = {"strategies.html", "ablation.html", "patching_positions.html", "patching_heads.html",
                 "patching_attribution.html", "probes.html", "progress.html", "index.html", "clamp_ciwl.html",
-                "clamp_flip.html"}
+                "clamp_flip.html", "scorecard.html"}
     assert expected <= set(analysed.figures)
     index = (out / "index.html").read_text()
     for name in analysed.figures:
@@ -73,9 +73,9 @@ def test_every_figure_and_the_index_are_written(analysed):
 
 
 def test_worker_processes_give_the_same_tables(tiny_run, analysed, tmp_path):
-    config = AnalysisConfig(analyses=("ablation", "patching", "progress", "clamp"), workers=2, **SMALL)
+    config = AnalysisConfig(analyses=("ablation", "patching", "progress", "clamp", "scorecard"), workers=2, **SMALL)
     parallel = analyze(tiny_run, "0:", config, tmp_path, progress_bar=False)
-    for name in ("ablation", "patching", "progress", "progress_attention", "clamp"):
+    for name in ("ablation", "patching", "progress", "progress_attention", "clamp", "scorecard"):
         assert pd.read_csv(parallel.tables[name]).equals(pd.read_csv(analysed.tables[name])), name
 
 

@@ -22,7 +22,7 @@ EVENTS = ("icl_peak", "icl_eval_peak", "crossover")
 COLUMNS = ["step", "sequences", "evaluator", "metric", "value"]
 
 
-def _curve(table: pd.DataFrame, evaluator: str, metric: str = "in_context_acc") -> pd.DataFrame:
+def curve(table: pd.DataFrame, evaluator: str, metric: str = "in_context_acc") -> pd.DataFrame:
     rows = table[(table["evaluator"] == evaluator) & (table["metric"] == metric)]
     return rows.sort_values("step").reset_index(drop=True)
 
@@ -30,7 +30,7 @@ def _curve(table: pd.DataFrame, evaluator: str, metric: str = "in_context_acc") 
 def detect_events(table: pd.DataFrame) -> list[dict]:
     """Event rows (see module doc) from a table with the ``eval.csv`` columns; absent events give no row."""
     events = []
-    flip = _curve(table, "flip")
+    flip = curve(table, "flip")
     if len(flip) and flip["value"].max() > 0.5:
         peak = int(flip["value"].idxmax())
         events.append({**flip.loc[peak, ["step", "sequences", "evaluator", "value"]].to_dict(), "metric": "icl_peak"})
@@ -43,7 +43,7 @@ def detect_events(table: pd.DataFrame) -> list[dict]:
             events.append({"step": round(a["step"] + frac * (b["step"] - a["step"])),
                            "sequences": round(a["sequences"] + frac * (b["sequences"] - a["sequences"])),
                            "evaluator": "flip", "metric": "crossover", "value": 0.5})
-    icl = _curve(table, "icl")
+    icl = curve(table, "icl")
     if len(icl):
         peak = int(icl["value"].idxmax())
         events.append({**icl.loc[peak, ["step", "sequences", "evaluator", "value"]].to_dict(),

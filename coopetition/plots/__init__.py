@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from coopetition.analysis.registry import get, names
-from coopetition.plots import ablation, clamp, patching, probes, progress, strategies
+from coopetition.plots import ablation, clamp, patching, probes, progress, scorecard, strategies
 from coopetition.plots.common import ensure_plotlyjs, write_figure
 from coopetition.plots.generic import generic_figure
 from coopetition.plots.index import Entry, write_index
@@ -61,9 +61,14 @@ def _clamp(f: dict[str, pd.DataFrame]) -> list[Page]:
              lambda e=e: clamp.figure(f["clamp"], e)) for e in clamp.evaluators(f["clamp"])]
 
 
+def _scorecard(f: dict[str, pd.DataFrame]) -> list[Page]:
+    return [(Entry("scorecard.html", "Scorecard: paper vs measured", scorecard.CAPTION),
+             lambda: scorecard.figure(f["scorecard"]))]
+
+
 PAGES: dict[str, Callable[[dict[str, pd.DataFrame]], list[Page]]] = {
     "strategies": _strategies, "ablation": _ablation, "patching": _patching, "probes": _probes,
-    "progress": _progress, "clamp": _clamp}
+    "progress": _progress, "clamp": _clamp, "scorecard": _scorecard}
 
 
 def pages_for(name: str, frames: dict[str, pd.DataFrame]) -> list[Page]:
