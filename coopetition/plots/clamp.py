@@ -41,17 +41,22 @@ def figure(table: pd.DataFrame, evaluator: str, metric: str = "in_context_acc") 
                 for head in heads:
                     g = groups[(step, kind, condition, head)]
                     number = int(head.split("H")[1])
-                    traces.append(go.Scatter(
+                    traces.append(go.Scatter(  # colour: head index; dotted: layer 0 (legend: each layer's heads)
                         x=g["strength"], y=g["value"], mode="lines+markers", marker=dict(size=5), name=head,
-                        legendgroup=head, showlegend=r == 1 and c == 1, visible=s_index == len(steps) - 1,
-                        line=dict(color=head_colour(number)), customdata=2 * g["strength"] - 1,
+                        legendgroup=head, showlegend=c == 1, visible=s_index == len(steps) - 1,
+                        line=dict(color=head_colour(number), dash="dot" if kind == "prev_token" else "solid"),
+                        customdata=2 * g["strength"] - 1,
                         hovertemplate=f"{head}<br>S %{{x:.2f}} (delta %{{customdata:.2f}})<br>{metric} %{{y:.3f}}"
                                       "<extra></extra>"))
                     places.append((r, c))
                     owners.append(s_index)
     fig.add_traces(traces, rows=[p[0] for p in places], cols=[p[1] for p in places])
-    for r in range(1, len(kinds) + 1):
-        for c in range(1, len(conditions) + 1):
+    measured = {(k, cond) for (_, k, cond, _) in groups}
+    for r, kind in enumerate(kinds, start=1):
+        for c, condition in enumerate(conditions, start=1):
+            if (kind, condition) not in measured:  # C25's isolated protocol is defined for the copiers only
+                fig.add_annotation(text=f"not measured for {TITLES[kind].split(', ')[1]}", showarrow=False,
+                                   x=0.5, y=0.5, row=r, col=c, font=dict(color="grey"))
             fig.add_hline(y=0.5, line=dict(color="grey", dash="dot", width=1), row=r, col=c)
             fig.add_vline(x=0.5, line=dict(color="grey", dash="dot", width=1), row=r, col=c)
     sliders = [dict(active=len(steps) - 1, currentvalue=dict(prefix="step "), pad=dict(t=40),
