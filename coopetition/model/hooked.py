@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
+from einops import rearrange
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
@@ -49,8 +50,8 @@ class InterleavedEmbed(nn.Module):
         n_labels = self.W_L.shape[0]
         known = (context_labels < n_labels).unsqueeze(-1)  # the reference's one-hot of an unknown label is zero
         y = self.hook_label_embed(self.W_L[context_labels.clamp(max=n_labels - 1)] * known)
-        batch, n_ctx, d_model = y.shape
-        pairs = torch.stack([x[:, :n_ctx], y], dim=2).reshape(batch, 2 * n_ctx, d_model)
+        n_ctx = y.shape[1]
+        pairs = rearrange(torch.stack([x[:, :n_ctx], y], dim=2), "batch ctx pair d -> batch (ctx pair) d")
         return torch.cat([pairs, x[:, n_ctx:]], dim=1)
 
 
