@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_model import PlainICLTransformer, max_logit_difference  # noqa: E402
 
 from coopetition.interventions import intervene  # noqa: E402
+from coopetition.model import ICLTransformer  # noqa: E402
 from coopetition.presets import get_preset  # noqa: E402
 from coopetition.train.setup import derive_sizes, load_run_bank, model_for, training_pool  # noqa: E402
 from coopetition.train.step import TrainStep, make_optimizer  # noqa: E402
@@ -107,7 +108,11 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=5, help="timed blocks per variant")
     parser.add_argument("--block-seconds", type=float, default=0.6, help="target length of one timed block")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the hooked model")
-    parser.add_argument("--fused-adam", action="store_true", help="both variants use fused Adam (train.fused_adam)")
+    parser.add_argument("--stock", action="store_true",
+                        help="also time the hooked model with TransformerLens's stock blocks (lean=False)")
+    parser.add_argument("--adam", choices=("fused", "single", "both"), default="fused",
+                        help="Adam kernel of both variants: fused (train.fused_adam, the default) or single-tensor; "
+                             "both: fused, plus the hooked model with the single-tensor kernel as a third variant")
     args = parser.parse_args()
 
     print(f"machine: {os.cpu_count()} CPUs visible, torch {torch.__version__}, 1-min load average at start "
@@ -124,7 +129,7 @@ def main() -> None:
             for threads in map(int, args.threads.split(",")):
                 torch.set_num_threads(threads)
                 tag = f"{shape} batch {batch} threads {threads}"
-                steps = _steps(config, sizes, bank.features, pool, batch, args.compile, args.fused_adam)
+                steps = _steps(config, sizes, bank.features, pool, batch, args.compile, args.adam, args.stock)
                 once = time.perf_counter()
                 steps["hooked"]()
                 per_block = max(3, round(args.block_seconds / (time.perf_counter() - once)))
@@ -141,6 +146,12 @@ def main() -> None:
                     print(f"{tag} {name}/plain step-time ratio CPU: {cpu_ratio:.3f}")
                     print(f"{tag} {name}/plain step-time ratio wall, median blocks: "
                           f"{timing[name].median_step_s / timing['plain'].median_step_s:.3f}")
+                for name in ("hooked-single-adam", "hooked-stock"):
+                    if name in timing:
+                        print(f"{tag} {name}/hooked step-time ratio wall: "
+                              f"{timing[name].step_s / timing['hooked'].step_s:.3f}")
+                        print(f"{tag} {name}/hooked step-time ratio wall, median blocks: "
+                              f"{timing[name].median_step_s / timing['hooked'].median_step_s:.3f}")
                 flops = flops_per_sequence(steps["hooked"].forward.model, n_ctx)
                 peak = matmul_gflops(1024, 1024, 1024)
                 shaped = matmul_gflops(batch, config.model.d_model, sizes.n_outputs)
@@ -155,20 +166,30 @@ def main() -> None:
 
 
 def _steps(config, sizes, features, pool, batch: int, compiled: bool = False,
-           fused_adam: bool = False) -> dict[str, TrainStep]:
-    """The trainer's step for the hooked model and for its plain copy: same data stream, same optimizer."""
+           adam: str = "fused", stock: bool = False) -> dict[str, TrainStep]:
+    """The trainer's step for the hooked model and for its plain copy: same data stream, same optimizer (``adam``
+    "both": fused, plus a twin hooked model stepped by the single-tensor kernel; ``stock``: plus a twin with
+    TransformerLens's stock blocks)."""
     model = model_for(config, sizes)
     plain = PlainICLTransformer.from_hooked(model)
     specs, weights, lr = config.task.mixture, config.task.mixture_weights, config.train.lr
 
-    def step(forward, params) -> TrainStep:
+    def step(forward, params, fused: bool = adam != "single") -> TrainStep:
         gen = torch.Generator().manual_seed(config.seeds.train)
-        return TrainStep(forward, make_optimizer(params, lr, fused_adam), params, features, pool, specs, weights,
-                         batch, gen)
+        return TrainStep(forward, make_optimizer(params, lr, fused), params, features, pool, specs, weights, batch,
+                         gen)
 
     forward = intervene([], model)
     out = {"hooked": step(forward, forward.trainable_parameters()),
            "plain": step(lambda x, labels, target: plain(x, labels), list(plain.parameters()))}
+    if adam == "both":
+        single = intervene([], model_for(config, sizes))
+        out["hooked-single-adam"] = step(single, single.trainable_parameters(), fused=False)
+    if stock:
+        twin = ICLTransformer(config.model, sizes.input_dim, sizes.n_labels, sizes.n_outputs, config.seeds.init,
+                              lean=False)
+        stocked = intervene([], twin)
+        out["hooked-stock"] = step(stocked, stocked.trainable_parameters())
     if compiled:
         twin = model_for(config, sizes)
         fast = torch.compile(twin)

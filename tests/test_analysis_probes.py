@@ -37,3 +37,21 @@ def test_probe_targets_follow_the_sequence():
     ciwl_iwl = handmade_data("iwl", burstiness=0, n=64)
     names = {t.name for t in probe_targets(ciwl_iwl)}
     assert "match_0" not in names and "correct_position" not in names  # constant or undefined on pure IWL
+
+
+def test_probe_figure_draws_an_evaluator_that_lacks_a_target():
+    """One evaluator probed ``query_class`` only, the other also ``label_pos``: the missing heatmap is drawn empty
+    (pandas 3 once refused the empty frame's text + number site column)."""
+    import pandas as pd
+
+    from coopetition.plots.probes import figure
+
+    rows = [dict(step=step, evaluator=evaluator, target=target, layer=layer, position=4, metric="heldout_acc",
+                 value=0.5) for step in (0, 100) for layer in (0, 1)
+            for evaluator, target in (("flip", "query_class"), ("flip", "label_pos"), ("icl", "query_class"))]
+    fig = figure(pd.DataFrame(rows))
+    assert len(fig.data) == 4  # 2 evaluators x 2 targets
+    empty = [trace for trace in fig.data if not trace.y]
+    assert len(empty) == 1 and not empty[0].visible  # icl's label_pos; flip is shown first
+    full = [trace for trace in fig.data if trace.y]
+    assert all(list(trace.y) == ["resid 0 · q", "resid 1 · q"] for trace in full)  # position 4 of 5 is the query

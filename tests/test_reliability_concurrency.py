@@ -18,7 +18,7 @@ from coopetition.train.loop import train
 from tests.conftest import tiny_run_config
 
 pytestmark = pytest.mark.e2e
-CONFIG = tiny_run_config(steps=120, checkpoint_schedule="every:10", eval_schedule="every:15", log_every=7)
+CONFIG = tiny_run_config(steps=240, checkpoint_schedule="every:10", eval_schedule="every:15", log_every=7)
 
 
 def _cli(argv: list[str]) -> None:
@@ -29,6 +29,9 @@ def test_a_second_writer_is_refused_and_a_reader_sees_only_complete_checkpoints(
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(CONFIG.to_dict()))
     run = tmp_path / "run"
+    # The refusals below run in this process; importing TransformerLens on the first of them took ~20 s on a loaded
+    # 2-core machine, by which time the writer had finished and --overwrite legitimately succeeded. Import it first.
+    import coopetition.model.hooked  # noqa: F401
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["coopetition.cli", "coopetition.train.loop"])
     first = context.Process(target=_cli, args=(["train", "--config", str(config), "--run-dir", str(run),
@@ -57,7 +60,7 @@ def test_a_second_writer_is_refused_and_a_reader_sees_only_complete_checkpoints(
         time.sleep(0.05)
     first.join()
     assert first.exitcode == 0 and len(set(seen)) > 1
-    assert [c.step for c in RunReader(run).checkpoints(verify=True)] == list(range(0, 121, 10))
+    assert [c.step for c in RunReader(run).checkpoints(verify=True)] == list(range(0, CONFIG.train.steps + 1, 10))
     assert not (run / ".lock").exists()
 
 

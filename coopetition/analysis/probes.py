@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
+from einops import rearrange
 
 from coopetition.analysis.base import Analysis, Checkpoint
 from coopetition.analysis.loading import EvalData
@@ -61,8 +62,8 @@ def probe_rows(n_layers: int, data: EvalData, cache: ActivationCache, steps: int
     """Rows ``target, layer, position, metric (heldout_acc | chance), value`` for one checkpoint and evaluator."""
     points = resid_points(n_layers)
     resid = torch.stack([cache[name] for _, name in points])  # [site, n, pos, d]
-    n_sites, n, n_pos, d = resid.shape
-    features = resid.permute(0, 2, 1, 3).reshape(n_sites * n_pos, n, d)
+    _, n, n_pos, _ = resid.shape
+    features = rearrange(resid, "site n pos d -> (site pos) n d")  # probe index = site * n_pos + pos
     train = split(n, 0.25, seed)
     results = fit_probes(features, probe_targets(data), train, steps, l2)
     rows = []

@@ -1,11 +1,13 @@
-"""The one module that knows TransformerLens: our sequence classifier as a ``HookedTransformer`` subclass.
+"""The model adapter (with ``lean.py``, the only modules that import TransformerLens): our sequence classifier as a
+``HookedTransformer`` subclass.
 
 Inputs are exemplar vectors and context labels, not token ids. They are embedded by ``InterleavedEmbed`` (hook points
 ``embed.hook_exemplar_embed`` and ``embed.hook_label_embed``), interleaved as ``x1 y1 ... xN yN xq`` into
 ``hook_embed``, given positions (``hook_pos_embed``) and run through TransformerLens's own blocks, so every standard
 hook name (``blocks.{l}.attn.hook_pattern``, ``blocks.{l}.hook_resid_post`` ...) and ``run_with_cache`` /
 ``run_with_hooks`` work unchanged. The reference has no attention biases: TransformerLens's b_Q/b_K/b_V/b_O are
-turned into zero buffers, so they are neither trained nor counted. A move to TransformerBridge touches only this file.
+turned into zero buffers, so they are neither trained nor counted. Blocks are TransformerLens's, made lean
+(``coopetition/model/lean.py``: one LayerNorm and one Q/K/V matmul per block, same hooks and values).
 """
 
 from __future__ import annotations
@@ -16,16 +18,24 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
+from einops import rearrange
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from coopetition.model import init as model_init
 from coopetition.model.config import ModelConfig
+from coopetition.model.lean import make_lean
 
-with warnings.catch_warnings():  # keep third-party import-time deprecation chatter off the user's terminal
-    warnings.simplefilter("ignore")
-    from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
-    from transformer_lens.hook_points import HookPoint
+from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
+from transformer_lens.hook_points import HookPoint
+
+# TransformerLens 3.x warns on every HookedTransformer construction that the class goes in 4.0 (which pyproject
+# excludes). It is not the user's to act on, so it is dropped here, by its message, and nothing else is.
+warnings.filterwarnings("ignore", message=r"HookedTransformer is deprecated", category=DeprecationWarning)
+
+# Blocks are built lean (coopetition/model/lean.py) unless ``lean=False`` asks for TransformerLens's stock blocks
+# (tests/test_model_lean.py compares the two; bench/train_vs_plain.py --stock times them).
+LEAN_DEFAULT = True
 
 __all__ = ["ActivationCache", "HookPoint", "ICLTransformer", "InterleavedEmbed", "build_model", "slice_cache", "splice"]
 
@@ -47,8 +57,8 @@ class InterleavedEmbed(nn.Module):
         n_labels = self.W_L.shape[0]
         known = (context_labels < n_labels).unsqueeze(-1)  # the reference's one-hot of an unknown label is zero
         y = self.hook_label_embed(self.W_L[context_labels.clamp(max=n_labels - 1)] * known)
-        batch, n_ctx, d_model = y.shape
-        pairs = torch.stack([x[:, :n_ctx], y], dim=2).reshape(batch, 2 * n_ctx, d_model)
+        n_ctx = y.shape[1]
+        pairs = rearrange(torch.stack([x[:, :n_ctx], y], dim=2), "batch ctx pair d -> batch (ctx pair) d")
         return torch.cat([pairs, x[:, n_ctx:]], dim=1)
 
 
@@ -57,7 +67,7 @@ class ICLTransformer(HookedTransformer):
     ``positions="all"``). Token positions: exemplar i at ``2i``, its label at ``2i+1``, the query at ``2N``."""
 
     def __init__(self, config: ModelConfig, input_dim: int, n_labels: int, n_outputs: int,
-                 init_seed: int, device: str | torch.device = "cpu"):
+                 init_seed: int, device: str | torch.device = "cpu", lean: bool = LEAN_DEFAULT):
         tl_config = HookedTransformerConfig(
             n_layers=config.n_layers, d_model=config.d_model, n_heads=config.n_heads, d_head=config.d_head,
             n_ctx=config.max_seq_len, d_vocab=1, d_vocab_out=n_outputs, attn_only=config.attn_only,
@@ -75,6 +85,8 @@ class ICLTransformer(HookedTransformer):
         for block in self.blocks:
             for name in ("b_Q", "b_K", "b_V", "b_O"):
                 _to_zero_buffer(block.attn, name)
+            if lean:
+                make_lean(block)  # one LayerNorm and one QKV matmul per block; same hooks (coopetition/model/lean.py)
         if config.positional == "sinusoidal":
             table = model_init.sinusoidal_table(config.max_seq_len, config.d_model, config.sin_time)
             del self.pos_embed.W_pos
@@ -204,8 +216,8 @@ def _to_zero_buffer(module: nn.Module, name: str) -> None:
 
 
 def build_model(config: ModelConfig, input_dim: int, n_labels: int, n_outputs: int, init_seed: int,
-                device: str | torch.device = "cpu") -> ICLTransformer:
-    return ICLTransformer(config, input_dim, n_labels, n_outputs, init_seed, device)
+                device: str | torch.device = "cpu", lean: bool = LEAN_DEFAULT) -> ICLTransformer:
+    return ICLTransformer(config, input_dim, n_labels, n_outputs, init_seed, device, lean)
 
 
 def splice(front: ICLTransformer, back: ICLTransformer, layer: int) -> ICLTransformer:

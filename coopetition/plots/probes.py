@@ -34,8 +34,10 @@ def figure(table: pd.DataFrame) -> go.Figure:
     for e_index, evaluator in enumerate(evaluators):
         for t_index, target in enumerate(targets):
             cells = acc[(acc["evaluator"] == evaluator) & (acc["target"] == target)]
-            cells = cells.assign(site="resid " + cells["layer"].astype(str) + " · "
-                                 + cells["position"].map(lambda p: tokens[int(p)]))
+            # astype(str) after the map: an evaluator without this target leaves ``cells`` empty, the map keeps
+            # int64, and pandas 3 refuses to add a text column to a number column even with no rows.
+            token = cells["position"].map(lambda p: tokens[int(p)]).astype(str)
+            cells = cells.assign(site="resid " + cells["layer"].astype(str) + " · " + token)
             grid = cells.pivot_table(index="site", columns="step", values="value", sort=False).reindex(columns=steps)
             fig.add_trace(go.Heatmap(z=grid.values, x=[str(s) for s in steps], y=list(grid.index), zmin=0, zmax=1,
                                      colorscale="Viridis", visible=e_index == shown, showscale=t_index == 0,
