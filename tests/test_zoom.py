@@ -156,6 +156,7 @@ def test_a_run_still_being_written_is_refused(runs, tmp_path, capsys):
     (["--window", "2:8", "--checkpoints", "at:25"], "names no step in the window"),
     (["--window", "2:8", "--checkpoints", "every:2", "--evals", "at:30"], "names no step in the window"),
     (["--window", "2:8", "--checkpoints", "every:0"], "interval must be > 0"),
+    (["--window", "2:8", "--checkpoints", "every:2", "--threads", "0"], "--threads must be in"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path, capsys, argv, message):
     run = tmp_path / "run"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -86,9 +86,12 @@ def _met(have: set[int], start: int, end: int) -> tuple[int, ...]:
     return tuple(c for c in sorted(have) if start < c <= end or c == start == 0)
 
 
-def zoom(run_dir: Path, checkpoint_steps: list[int], eval_steps: list[int], progress: bool = True) -> ZoomResult:
+def zoom(run_dir: Path, checkpoint_steps: list[int], eval_steps: list[int], progress: bool = True,
+         threads: int | None = None) -> ZoomResult:
     """Add ``checkpoint_steps`` and ``eval_steps`` (those the run lacks) to ``run_dir`` by re-training (module doc).
-    Takes the run's lock, so a run still being written is refused; plans under the lock."""
+    Takes the run's lock, so a run still being written is refused; plans under the lock. ``threads`` replaces the
+    run's ``train.threads`` for this process; whether the result is still bit-identical is what the sha256 checks
+    find out (the first of the run's checkpoints met on the way)."""
     started = time.perf_counter()
     writer = RunWriter.reopen(run_dir)
     staged: list = []
@@ -98,6 +101,8 @@ def zoom(run_dir: Path, checkpoint_steps: list[int], eval_steps: list[int], prog
         plan = plan_zoom(reader, checkpoint_steps, eval_steps)
         if plan.empty:
             return ZoomResult(run_dir, plan, time.perf_counter() - started, 0)
+        if threads:
+            config = replace(config, train=replace(config.train, threads=threads))
         run = build_training(config, run_dir)
         start = _load_start(reader, config, run, plan.start)
         if start == 0 and plan.start > 0:  # every kept state failed to load: start clean from the seeds

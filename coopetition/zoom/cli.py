@@ -23,6 +23,8 @@ def add_parser(subparsers) -> None:
                    help="checkpoint schedule in the train grammar (every:100, at:..., log:N, upsample:A:B:K), "
                         "restricted to the window")
     p.add_argument("--evals", metavar="SCHEDULE", help="eval schedule, likewise (default: at the checkpoints)")
+    p.add_argument("--threads", type=int, help="torch CPU threads for the re-training (default: the run's "
+                                                "train.threads); a count that changes the bits is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_zoom)
 
@@ -45,7 +47,9 @@ def run_zoom(args: argparse.Namespace) -> int:
     window = parse_window(args.window, reader.eval_table(), tc.batch_size, max(have))
     ckpts = window_steps(args.checkpoints, window, tc.steps, tc.batch_size, "--checkpoints")
     evals = window_steps(args.evals, window, tc.steps, tc.batch_size, "--evals") if args.evals else ckpts
-    result = zoom(args.run, ckpts, evals, progress=not args.no_progress)
+    if args.threads is not None and not 1 <= args.threads <= 1024:
+        raise ConfigError(f"--threads must be in [1, 1024], got {args.threads}")
+    result = zoom(args.run, ckpts, evals, progress=not args.no_progress, threads=args.threads)
     plan = result.plan
     if plan.empty:
         print(f"nothing to do: {args.run} already has every checkpoint and eval step of {window.label}")
