@@ -89,6 +89,10 @@ def test_zoom_from_the_seeds_gives_the_dense_runs_checkpoints_and_keeps_every_fi
     assert _zoom(run, "0:9", "at:1,3") == 0
     assert (run / "eval_zoom.csv").read_bytes().startswith(after["eval_zoom.csv"])
     _assert_matches_dense(run, dense, [1, 2, 3, 4, 6, 8])
+    zoomed = (run / "eval_zoom.csv").read_bytes()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # --resume keeps what zooms added
+    assert [c.step for c in RunReader(run).checkpoints(verify=True)] == [0, 1, 2, 3, 4, 6, 8, 10, 20, 30]
+    assert (run / "eval_zoom.csv").read_bytes() == zoomed
 
 
 def test_zoom_starts_from_the_nearest_kept_resume_state(runs, tmp_path, capsys):

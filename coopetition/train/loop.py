@@ -14,17 +14,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from coopetition.bank import ExemplarBank
 from coopetition.config import RunConfig
 from coopetition.errors import ConfigError, DataError, RecoveryWarning
 from coopetition.interventions import Intervened
 from coopetition.store.checkpoint import layout_of, load_tensors
 from coopetition.store.rundir import EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, now_iso, package_versions
 from coopetition.task.evaluators import eval_sets_tensors
-from coopetition.train.evaluate import evaluate, prepare_eval_sets
+from coopetition.task.sampler import SequenceBatch
+from coopetition.train.evaluate import PreparedEvalSet, evaluate, prepare_eval_sets
 from coopetition.train.schedule import kept_resume_steps, schedule_steps
-from coopetition.train.setup import (derive_sizes, eval_sets_for, load_run_bank, model_for, stored_eval_sets,
+from coopetition.train.setup import (Sizes, derive_sizes, eval_sets_for, load_run_bank, model_for, stored_eval_sets,
                                      training_pool)
-from coopetition.train.sources import keep_sources, load_source_model, resolve_sources, run_graft_models
+from coopetition.train.sources import Source, keep_sources, load_source_model, resolve_sources, run_graft_models
 from coopetition.train.state import restore_resume, resume_layout, resume_tensors
 from coopetition.train.step import TrainStep, compiled_forward, make_optimizer, parameter_names
 
@@ -42,11 +44,11 @@ class Training:
     optimizer: torch.optim.Optimizer
     data_gen: torch.Generator
     step: TrainStep
-    prepared: list
-    bank: object
-    sizes: object
-    eval_sets: dict
-    sources: list
+    prepared: list[PreparedEvalSet]
+    bank: ExemplarBank
+    sizes: Sizes
+    eval_sets: dict[str, SequenceBatch]
+    sources: list[Source]  # fresh runs only: the checkpoints to copy into the run
 
 
 def build_training(config: RunConfig, run_dir: Path | None) -> Training:
