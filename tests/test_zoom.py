@@ -203,3 +203,23 @@ def test_resume_schedule_keeps_states_at_checkpoints():
     assert kept_resume_steps("every:10", None, 300, 1) == frozenset({100, 200, 300})  # every 10th checkpoint
     assert kept_resume_steps("every:10", "none", 300, 1) == frozenset()
     assert kept_resume_steps("every:10", "at:15,95", 100, 1) == frozenset({10, 90, 100})  # the checkpoint before
+
+
+def test_a_zoom_interrupted_before_its_commit_leaves_the_run_as_it_was(runs, tmp_path, monkeypatch):
+    """Interrupted after staging every checkpoint, before the commit: the staged files go, the lock goes, nothing
+    else changed; a temporary left by a killed zoom is removed by the next writer (here, the next zoom)."""
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run)
+    before = _files(run)
+
+    def interrupted(self, staged, rows):
+        assert len(staged) == 4 and all(path.exists() for path, _ in staged)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunWriter, "commit_zoom", interrupted)
+    assert _zoom(run, "2:8") == 130  # the CLI's exit code for an interrupt
+    assert _files(run) == before
+    monkeypatch.undo()
+    (run / "checkpoints" / ".step_00000000004.safetensors.zoom.tmp").write_bytes(b"half a file")
+    assert _zoom(run, "2:8") == 0
+    assert not list((run / "checkpoints").glob(".*.tmp"))
