@@ -162,10 +162,12 @@ def test_a_crash_inside_a_checkpoint_write_is_invisible_and_resumable(tmp_path, 
     assert_identical(run, ref_run)
 
 
-def test_only_the_last_two_resume_states_are_kept(reference):
+def test_the_last_two_resume_states_and_every_tenth_checkpoints_are_kept(reference):
+    """Checkpoints 0, 10, ..., 120: the newest two (110, 120) for --resume, plus the 10th checkpoint (step 100) by
+    the default train.resume_schedule (step 0 is never kept: the seeds rebuild it)."""
     ref_run, _ = reference
     manifest = RunReader(ref_run).manifest()
-    assert [e["step"] for e in manifest["resume"]] == [110, 120]
+    assert [e["step"] for e in manifest["resume"]] == [100, 110, 120]
     assert sorted(p.name for p in (ref_run / "resume").iterdir()) == [
-        "step_00000000110.safetensors", "step_00000000120.safetensors"]
+        "step_00000000100.safetensors", "step_00000000110.safetensors", "step_00000000120.safetensors"]
     assert manifest["eval_sets"]["file"] == "eval_sets.safetensors"

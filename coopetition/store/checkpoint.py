@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, save_file
+from safetensors.torch import load, save
 
 from coopetition.bounded import (DTYPE_BYTES, MAX_HEADER_BYTES, TensorLayout, open_regular, parse_json,
                                  read_safetensors)
@@ -43,11 +43,18 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:011d}.safetensors"
 
 
+def tensor_file_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> bytes:
+    """The exact bytes ``save_tensors`` writes: a zoom hashes a re-trained checkpoint with this to compare it with
+    the run's recorded sha256 without writing it."""
+    payload = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return save(payload, metadata={METADATA_KEY: json.dumps(metadata)})
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> str:
     """Atomically write ``tensors`` with ``metadata`` (JSON) in the header; return the file's sha256."""
-    payload = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(payload, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)}))
-    return file_sha256(path)
+    data = tensor_file_bytes(tensors, metadata)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return hashlib.sha256(data).hexdigest()
 
 
 def verify_file(path: Path, expected_bytes: int | None, expected_sha256: str | None,

@@ -65,6 +65,7 @@ MANIFEST = RunFile.fixed("manifest", "manifest.json")
 EVAL_SETS = RunFile.fixed("eval sets", "eval_sets.safetensors")
 EVAL_TABLE = RunFile.fixed("eval table", "eval.csv")
 TRAIN_TABLE = RunFile.fixed("train table", "train.csv")
+ZOOM_EVAL_TABLE = RunFile.fixed("zoom eval table", "eval_zoom.csv")  # eval rows added by ``coopetition zoom``
 LOCK = RunFile.fixed("lock", ".lock")
 CHECKPOINT = RunFile("checkpoint", "checkpoints", STEP_FILE)
 RESUME = RunFile("resume state", "resume", STEP_FILE)
@@ -123,7 +124,7 @@ def check_folders(run: Path) -> None:
         path = root / kind.folder
         if path.is_symlink() or (path.exists() and not path.is_dir()):
             raise DataError(f"run dir {run}: {kind.folder}/ is a symlink or not a directory; refusing to write")
-    for fixed in (CONFIG, MANIFEST, EVAL_SETS, EVAL_TABLE, TRAIN_TABLE, LOCK):
+    for fixed in (CONFIG, MANIFEST, EVAL_SETS, EVAL_TABLE, TRAIN_TABLE, ZOOM_EVAL_TABLE, LOCK):
         contained(run, fixed)
 
 

@@ -7,10 +7,12 @@ Layout::
                                bytes and sha256 (readers trust only this file)
     RUN/checkpoints/step_*.safetensors   weights + {step, sequences, seeds}
     RUN/resume/step_*.safetensors        Adam state, data RNG and the running loss at the last RESUME_KEEP checkpoints
+                                         and at the steps of ``train.resume_schedule`` (where a zoom re-trains from)
     RUN/eval_sets.safetensors  the fixed evaluator sequences (integer index tables)
     RUN/sources/*.safetensors  byte copies of the frozen checkpoints the run depends on (grafts, init_from)
     RUN/eval.csv               tidy: step,sequences,evaluator,metric,value
     RUN/train.csv              tidy: step,sequences,metric,value (training loss)
+    RUN/eval_zoom.csv          eval rows added later by ``coopetition zoom`` (eval.csv's columns; readers merge it)
     RUN/.lock                  held (flock) by the one process writing the run; holds its pid
 
 Every file is written to a temporary name, fsynced and renamed (``atomic``). A checkpoint is committed by the
@@ -22,6 +24,7 @@ by the next writer. The lock is an OS file lock: it dies with its process (even 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -42,7 +45,7 @@ from coopetition.errors import ConfigError, DataError
 from coopetition.store.atomic import atomic_write, atomic_write_text
 from coopetition.store.checkpoint import CheckpointInfo, checkpoint_name, file_sha256, load_tensors, save_tensors, verify_file
 from coopetition.store.contain import (CHECKPOINT, CONFIG, EVAL_SETS, EVAL_TABLE, LOCK, MANIFEST, RESUME, SOURCE,
-                                       TRAIN_TABLE, RunFile, check_folders, contained)
+                                       TRAIN_TABLE, ZOOM_EVAL_TABLE, RunFile, check_folders, contained)
 
 EVAL_COLUMNS = ["step", "sequences", "evaluator", "metric", "value"]
 TRAIN_COLUMNS = ["step", "sequences", "metric", "value"]
@@ -105,6 +108,7 @@ class RunWriter:
 
     path: Path
     manifest: dict[str, Any] = field(default_factory=lambda: {"checkpoints": [], "resume": []})
+    keep_resume: frozenset[int] = frozenset()  # steps whose resume state stays (train.resume_schedule)
     _lock_fd: int | None = field(default=None, repr=False)
     _made_dir: bool = field(default=False, repr=False)
 
@@ -205,7 +209,8 @@ class RunWriter:
 
     def save_checkpoint(self, step: int, sequences: int, weights: dict, resume: dict, metadata: dict[str, Any]) -> None:
         """Write the checkpoint and its resume state, then list both in the manifest (the commit), then drop
-        resume states beyond the newest ``RESUME_KEEP``. A crash before the commit only loses this checkpoint."""
+        resume states beyond the newest ``RESUME_KEEP`` that are not in ``keep_resume``. A crash before the commit
+        only loses this checkpoint."""
         meta = {"step": step, "sequences": sequences, **metadata}
         ckpt = self.path / "checkpoints" / checkpoint_name(step)
         state = self.path / "resume" / checkpoint_name(step)
@@ -213,9 +218,44 @@ class RunWriter:
         state_entry = _entry(state, self.path, save_tensors(state, resume, meta), step=step)
         self.manifest["checkpoints"] = [e for e in self.manifest["checkpoints"] if e["step"] != step] + [ckpt_entry]
         resume_entries = [e for e in self.manifest["resume"] if e["step"] != step] + [state_entry]
-        self.manifest["resume"] = sorted(resume_entries, key=lambda e: e["step"])[-RESUME_KEEP:]
+        newest = {e["step"] for e in sorted(resume_entries, key=lambda e: e["step"])[-RESUME_KEEP:]}
+        self.manifest["resume"] = sorted((e for e in resume_entries if e["step"] in newest | self.keep_resume),
+                                         key=lambda e: e["step"])
         self._commit()
         self._prune_resume()
+
+    def stage_checkpoint(self, step: int, sequences: int, data: bytes) -> tuple[Path, dict[str, Any]]:
+        """Write a zoom's checkpoint bytes under a temporary name in ``checkpoints/`` (invisible to readers, removed
+        by the next writer if this one dies); ``commit_zoom`` moves it into place. Returns (temporary path, the
+        manifest entry it will have)."""
+        final = self.path / "checkpoints" / checkpoint_name(step)
+        staged = final.with_name(f".{final.name}.zoom.tmp")
+        atomic_write(staged, lambda tmp: tmp.write_bytes(data))
+        entry = {"step": step, "sequences": sequences, "file": str(final.relative_to(self.path)),
+                 "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        return staged, entry
+
+    def commit_zoom(self, staged: list[tuple[Path, dict[str, Any]]], eval_csv_rows: bytes) -> None:
+        """Move staged checkpoints into place, append ``eval_csv_rows`` (CSV lines, no header) to eval_zoom.csv, then
+        list the checkpoints in the manifest (the commit). Files the run already had keep their bytes; eval_zoom.csv
+        keeps its old bytes as a prefix and is replaced atomically (a crash leaves the old or the new file)."""
+        listed = {e["step"] for e in self.manifest["checkpoints"]}
+        if any(entry["step"] in listed for _, entry in staged):
+            raise DataError(f"{self.path}: a zoomed step is already listed; not replacing a checkpoint")
+        for path, entry in staged:
+            os.replace(path, self.path / entry["file"])
+        if staged:
+            _fsync_dir(self.path / "checkpoints")
+        if eval_csv_rows:
+            table = contained(self.path, ZOOM_EVAL_TABLE)
+            old = read_bytes(table, ZOOM_EVAL_TABLE.name, MAX_TABLE_BYTES) if table.exists() else \
+                (",".join(EVAL_COLUMNS) + "\n").encode()
+            if not old.endswith(b"\n"):
+                raise DataError(f"{table} does not end with a newline; not appending to it")
+            atomic_write(table, lambda tmp: tmp.write_bytes(old + eval_csv_rows))
+        self.manifest["checkpoints"] = sorted(self.manifest["checkpoints"] + [e for _, e in staged],
+                                              key=lambda e: e["step"])
+        self._commit()
 
     def truncate_after(self, step: int) -> None:
         """Forget everything past ``step`` (resume falls back to it): manifest rows, then unlisted resume files."""
@@ -391,8 +431,22 @@ class RunReader:
         path = contained(self.path, EVAL_SETS, entry["file"])
         return load_tensors(path, "cpu", entry["bytes"], entry["sha256"], layout, what="eval sets")
 
-    def eval_table(self) -> pd.DataFrame:
-        return self._table(EVAL_TABLE, EVAL_COLUMNS)
+    def eval_table(self, zoomed: bool = True) -> pd.DataFrame:
+        """eval.csv, with ``zoomed`` the rows ``coopetition zoom`` added (eval_zoom.csv) merged in step order; a zoom
+        row never replaces one of eval.csv (it would hold the same value: the zoom reproduced the run)."""
+        frame = self._table(EVAL_TABLE, EVAL_COLUMNS)
+        if not zoomed or not contained(self.path, ZOOM_EVAL_TABLE).exists():
+            return frame
+        extra = self._table(ZOOM_EVAL_TABLE, EVAL_COLUMNS)
+        merged = pd.concat([frame, extra], ignore_index=True)
+        merged = merged.drop_duplicates(["step", "evaluator", "metric"], keep="first")
+        return merged.sort_values("step", kind="stable").reset_index(drop=True)
+
+    def zoom_eval_table(self) -> pd.DataFrame | None:
+        """The rows zooms added (None when the run was never zoomed)."""
+        if not contained(self.path, ZOOM_EVAL_TABLE).exists():
+            return None
+        return self._table(ZOOM_EVAL_TABLE, EVAL_COLUMNS)
 
     def train_table(self) -> pd.DataFrame:
         return self._table(TRAIN_TABLE, TRAIN_COLUMNS)
@@ -415,6 +469,14 @@ class RunReader:
         if not pd.api.types.is_numeric_dtype(frame["value"]) or pd.api.types.is_bool_dtype(frame["value"]):
             raise DataError(f"{path}: column 'value' holds non-numbers")
         return frame
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _checked_manifest(data: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -39,6 +39,11 @@ class TrainConfig:
     (see ``coopetition.train.schedule``); ``eval_schedule`` None means "at every checkpoint". ``init_from``
     (``RUN@STEP``) starts from another run's weights with a fresh optimizer; steps still count from 0. The run keeps
     a copy of that checkpoint (``RUN/sources/``), so it can be re-trained (zoom) without the source run.
+
+    ``resume_schedule`` says at which checkpoints the resume state (Adam moments, data RNG: about twice a checkpoint's
+    size) is kept for good, so ``coopetition zoom`` re-trains a late window from a nearby state instead of from step
+    0: None keeps every 10th checkpoint's, a schedule string keeps those at (or, between checkpoints, just before)
+    its points, ``"none"`` keeps only the newest two that ``--resume`` needs.
     """
 
     steps: int = 2000
@@ -48,6 +53,7 @@ class TrainConfig:
     weight_decay_form: Literal["l2", "unsquared"] = "l2"
     checkpoint_schedule: str = "every:100"
     eval_schedule: str | None = None
+    resume_schedule: str | None = None  # None: every 10th checkpoint; "none": only the newest two
     device: str = "cpu"
     threads: int | None = None
     log_every: int = 50
@@ -83,5 +89,7 @@ class TrainConfig:
         schedule_steps(self.checkpoint_schedule, self.steps, self.batch_size)
         if self.eval_schedule is not None:
             schedule_steps(self.eval_schedule, self.steps, self.batch_size)
+        if self.resume_schedule not in (None, "none"):
+            schedule_steps(self.resume_schedule, self.steps, self.batch_size)
         if isinstance(self.init_from, str):  # Python callers may pass the text; it is parsed once, here
             object.__setattr__(self, "init_from", CheckpointRef.parse(self.init_from))

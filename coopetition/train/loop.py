@@ -14,21 +14,81 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from coopetition.bank import ExemplarBank
 from coopetition.config import RunConfig
 from coopetition.errors import ConfigError, DataError, RecoveryWarning
 from coopetition.interventions import Intervened
 from coopetition.store.checkpoint import layout_of, load_tensors
 from coopetition.store.rundir import EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, now_iso, package_versions
 from coopetition.task.evaluators import eval_sets_tensors
-from coopetition.train.evaluate import evaluate, prepare_eval_sets
-from coopetition.train.schedule import schedule_steps
-from coopetition.train.setup import (derive_sizes, eval_sets_for, load_run_bank, model_for, stored_eval_sets,
+from coopetition.task.sampler import SequenceBatch
+from coopetition.train.evaluate import PreparedEvalSet, evaluate, prepare_eval_sets
+from coopetition.train.schedule import kept_resume_steps, schedule_steps
+from coopetition.train.setup import (Sizes, derive_sizes, eval_sets_for, load_run_bank, model_for, stored_eval_sets,
                                      training_pool)
-from coopetition.train.sources import keep_sources, load_source_model, resolve_sources, run_graft_models
+from coopetition.train.sources import Source, keep_sources, load_source_model, resolve_sources, run_graft_models
 from coopetition.train.state import restore_resume, resume_layout, resume_tensors
 from coopetition.train.step import TrainStep, compiled_forward, make_optimizer, parameter_names
 
 PROGRESS_METRICS = (("flip", "in_context_acc"), ("ciwl", "in_context_acc"), ("icl", "in_context_acc"))
+
+
+@dataclass(frozen=True)
+class Training:
+    """What the loop steps, built from a config exactly as a fresh run builds it (the same calls in the same order,
+    so a resumed or zoomed run continues bit-identically): the network that runs, Adam, the data generator, the
+    training step, and the eval sets gathered onto the device."""
+
+    model: torch.nn.Module
+    forward: Intervened
+    optimizer: torch.optim.Optimizer
+    data_gen: torch.Generator
+    step: TrainStep
+    prepared: list[PreparedEvalSet]
+    bank: ExemplarBank
+    sizes: Sizes
+    eval_sets: dict[str, SequenceBatch]
+    sources: list[Source]  # fresh runs only: the checkpoints to copy into the run
+
+
+def build_training(config: RunConfig, run_dir: Path | None) -> Training:
+    """Fresh (``run_dir`` None): the bank, eval sets and sources named by the config, ``init_from`` loaded. An
+    existing run (resume, zoom): its recorded bank and stored eval sets, grafts from its own source copies, and the
+    weights left at initialisation (the caller loads a checkpoint)."""
+    tc = config.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = torch.device(tc.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA device is available")
+    bank = load_run_bank(config, run_dir)  # an existing run: the recorded bank, or refuse
+    features = bank.features.to(device)
+    pool = training_pool(config, bank, device)
+    sizes = derive_sizes(config, bank)
+    eval_sets = stored_eval_sets(run_dir, config, bank) if run_dir else eval_sets_for(config, bank)
+    prepared = prepare_eval_sets(eval_sets, features)
+    model = model_for(config, sizes, device)
+    if run_dir:  # the frozen sources come from the run's own copies
+        sources = []
+        graft_models = run_graft_models(RunReader.open(run_dir), config, model)
+    else:  # opened and checked now; copied into the run by train(), after it is created
+        sources = resolve_sources(config, model, bank.fingerprint())
+        graft_models = [load_source_model(s.path, model, s.bytes, s.sha256) for s in sources if s.role == "graft"]
+        for source in (s for s in sources if s.role == "init_from"):
+            model.load_state_dict(load_source_model(source.path, model, source.bytes, source.sha256).state_dict())
+    forward = Intervened(model, config.interventions, graft_models)
+    trainable = forward.trainable_parameters()
+    optimizer = make_optimizer(trainable, tc.lr, fused=tc.fused_adam)
+    data_gen = torch.Generator(device).manual_seed(config.seeds.train)
+    train_step = TrainStep(compiled_forward(forward) if tc.compile else forward, optimizer, trainable, features, pool,
+                           config.task.mixture, config.task.mixture_weights, tc.batch_size, data_gen,
+                           tc.weight_decay, tc.weight_decay_form, tc.amp, parameter_names(model, trainable))
+    return Training(model, forward, optimizer, data_gen, train_step, prepared, bank, sizes, eval_sets, sources)
+
+
+def checkpoint_metadata(config: RunConfig) -> dict:
+    """What a checkpoint's header records besides its step and sequences (part of its bytes, so of its sha256)."""
+    return {"seeds": config.to_dict()["seeds"]}
 
 
 @dataclass(frozen=True)
@@ -44,41 +104,20 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
     """Train ``config`` into ``run_dir`` (fresh, or continuing it with ``resume``). Validates everything, and builds
     the bank, eval sets and model, before writing a byte."""
     tc = config.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = torch.device(tc.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but no CUDA device is available")
     ckpt_steps = set(schedule_steps(tc.checkpoint_schedule, tc.steps, tc.batch_size))
     eval_steps = set(schedule_steps(tc.eval_schedule or tc.checkpoint_schedule, tc.steps, tc.batch_size))
+    keep_resume = kept_resume_steps(tc.checkpoint_schedule, tc.resume_schedule, tc.steps, tc.batch_size)
 
-    bank = load_run_bank(config, run_dir if resume else None)  # resume: the recorded bank, or refuse
-    features = bank.features.to(device)
-    pool = training_pool(config, bank, device)
-    sizes = derive_sizes(config, bank)
-    eval_sets = stored_eval_sets(run_dir, config, bank) if resume else eval_sets_for(config, bank)
-    prepared = prepare_eval_sets(eval_sets, features)
-    model = model_for(config, sizes, device)
-    if resume:  # the frozen sources come from the run's own copies
-        sources = []
-        graft_models = run_graft_models(RunReader.open(run_dir), config, model)
-    else:  # opened and checked now; copied into the run below, after it is created
-        sources = resolve_sources(config, model, bank.fingerprint())
-        graft_models = [load_source_model(s.path, model, s.bytes, s.sha256) for s in sources if s.role == "graft"]
-        for source in (s for s in sources if s.role == "init_from"):
-            model.load_state_dict(load_source_model(source.path, model, source.bytes, source.sha256).state_dict())
-    forward = Intervened(model, config.interventions, graft_models)
-    trainable = forward.trainable_parameters()
-    optimizer = make_optimizer(trainable, tc.lr, fused=tc.fused_adam)
-    data_gen = torch.Generator(device).manual_seed(config.seeds.train)
-    train_step = TrainStep(compiled_forward(forward) if tc.compile else forward, optimizer, trainable, features, pool,
-                           config.task.mixture, config.task.mixture_weights, tc.batch_size, data_gen,
-                           tc.weight_decay, tc.weight_decay_form, tc.amp, parameter_names(model, trainable))
+    run = build_training(config, run_dir if resume else None)
+    model, forward, optimizer, data_gen, train_step = run.model, run.forward, run.optimizer, run.data_gen, run.step
+    prepared, bank, sizes, eval_sets, sources = run.prepared, run.bank, run.sizes, run.eval_sets, run.sources
+    device = torch.device(tc.device)
 
     start_step, eval_rows, train_rows = 0, [], []
     running_loss, since_log = torch.zeros((), device=device), 0  # the partial log interval, part of resume state
     if resume:
         writer = RunWriter.reopen(run_dir)
+        writer.keep_resume = keep_resume
         try:
             start_step, eval_rows, train_rows, running_loss, since_log = _restore(writer, model, optimizer,
                                                                                   data_gen, device)
@@ -87,6 +126,7 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
             raise
     else:
         writer = RunWriter.create(run_dir, overwrite)
+        writer.keep_resume = keep_resume
         try:
             provenance = keep_sources(writer, sources)
             init_step = next((s.step for s in sources if s.role == "init_from"), None)
@@ -146,7 +186,7 @@ def _checkpoint(writer: RunWriter, model, optimizer, data_gen, step: int, config
     writer.write_table("train.csv", train_rows, TRAIN_COLUMNS)
     state = resume_tensors(model, optimizer, data_gen, running_loss, since_log)
     writer.save_checkpoint(step, step * config.train.batch_size, dict(model.state_dict()), state,
-                           {"seeds": config.to_dict()["seeds"]})
+                           checkpoint_metadata(config))
 
 
 def _restore(writer: RunWriter, model, optimizer, data_gen, device: torch.device):
@@ -180,7 +220,7 @@ def _restore(writer: RunWriter, model, optimizer, data_gen, device: torch.device
         why = f" (refused steps {refused})" if refused else ""
         raise DataError(f"{writer.path} has no complete checkpoint to resume from{why}; "
                         f"start it again with --overwrite")
-    frame = reader.eval_table() if (writer.path / "eval.csv").exists() else None
+    frame = reader.eval_table(zoomed=False) if (writer.path / "eval.csv").exists() else None
     train_frame = reader.train_table() if (writer.path / "train.csv").exists() else None
     writer.truncate_after(step)
     eval_rows = frame[frame.step <= step].to_dict("records") if frame is not None else []

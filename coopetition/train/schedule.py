@@ -17,6 +17,7 @@ Step 0 (before training) and the final step are always included.
 
 from __future__ import annotations
 
+import bisect
 import math
 from fractions import Fraction
 
@@ -105,3 +106,22 @@ def schedule_steps(spec: str, total_steps: int, batch_size: int) -> list[int]:
     if beyond:
         raise ConfigError(f"schedule {spec!r} names step {min(beyond)} past the last step {total_steps}")
     return sorted(steps)
+
+
+RESUME_EVERY = 10  # the default ``train.resume_schedule``: every 10th checkpoint keeps its resume state
+
+
+def kept_resume_steps(checkpoint_schedule: str, resume_schedule: str | None, total_steps: int,
+                      batch_size: int) -> frozenset[int]:
+    """Checkpoint steps whose resume state a run keeps for good (``train.resume_schedule``; see ``TrainConfig``).
+    A resume state exists only at a checkpoint, so a point between checkpoints keeps the one just before it. Step 0
+    is never kept: it is rebuilt from the seeds."""
+    checkpoints = schedule_steps(checkpoint_schedule, total_steps, batch_size)
+    if resume_schedule is None:
+        kept = checkpoints[RESUME_EVERY::RESUME_EVERY]
+    elif resume_schedule == "none":
+        kept = []
+    else:
+        points = schedule_steps(resume_schedule, total_steps, batch_size)
+        kept = [checkpoints[bisect.bisect_right(checkpoints, p) - 1] for p in points]
+    return frozenset(s for s in kept if s > 0)
