@@ -34,12 +34,12 @@ class LLCConfig:
     - ``seed``: the sampled sequences and the SGLD noise (devinterp seeds chain c with seed + c).
     """
 
-    lr: float = 3e-4
-    gamma: float = 100.0
+    lr: float = 1e-5
+    gamma: float = 1e4
     nbeta: float | None = None
     chains: int = 4
-    draws: int = 200
-    burnin: int = 0
+    draws: int = 80
+    burnin: int = 30
     batch_size: int = 64
     n_seqs: int = 1024
     seed: int = 0
