@@ -122,3 +122,17 @@ def test_llc_on_a_tiny_run(trained_run, tmp_path):
             assert rows[rows["chain"] == chain]["llc_mean"].iloc[0] == pytest.approx(expected, abs=2e-4)
         summary = rows[rows["chain"] == -1].iloc[0]
         assert summary["llc_mean"] == pytest.approx(rows[rows["chain"] >= 0]["llc_mean"].mean(), rel=1e-5)
+
+
+def test_cli_flags_reach_the_llc_settings():
+    from coopetition.analysis.cli import config_from_args
+    from coopetition.cli import build_parser
+
+    args = build_parser().parse_args(["analyze", "run", "--checkpoint-range", "0", "--analyses", "llc",
+                                      "--llc-lr", "2e-5", "--llc-gamma", "300", "--llc-nbeta", "50",
+                                      "--llc-chains", "3", "--llc-draws", "40", "--llc-burnin", "5"])
+    config = config_from_args(args)
+    assert config.analyses == ("strategies", "llc")
+    c = config.llc
+    assert (c.lr, c.gamma, c.nbeta, c.chains, c.draws, c.burnin) == (2e-5, 300, 50, 3, 40, 5)
+    assert config.to_dict()["llc"]["gamma"] == 300  # recorded in analysis.json
