@@ -148,8 +148,11 @@ class LLCAnalysis(Analysis):
         masks = {name: None for name, p in module.named_parameters() if id(p) in ours}
         for name, param in module.named_parameters():
             param.requires_grad_(name in masks)
+        # devinterp writes its samples to zarr (a folder removed here), draws a progress bar per chain (silenced: ours
+        # counts checkpoints) and warns when a chain fails (recorded in the table instead); the runner's no_grad is
+        # lifted for the SGLD gradients
         with tempfile.TemporaryDirectory(prefix="coopetition-llc-") as tmp, torch.enable_grad(), \
-                warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(io.StringIO()):
+                warnings.catch_warnings(record=True), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("always")
             tree = self.sample(
                 module, self.dataset, {}, lr=s.lr, n_beta=self.nbeta, localization=s.gamma, param_masks=masks,
@@ -159,7 +162,8 @@ class LLCAnalysis(Analysis):
             data = tree.dataset
             trace = torch.from_numpy(data["sampling_loss_micro"].mean(dim=["batch_sampling", "token_pos"]).values)
             init_loss = float(data["init_loss"].values.mean())
-        failed = [any(f"Chain {c} failed" in str(w.message) for w in caught) for c in range(s.chains)]
+        # devinterp warns and stops a chain on a NaN/Inf loss; the steps it never wrote read back as NaN
+        failed = [not bool(torch.isfinite(trace[c]).all()) for c in range(s.chains)]
         trace_rows = [{"chain": c, "sgld_step": i, "draw": i - s.burnin if i >= s.burnin else -1,
                        "loss": float(trace[c, i])} for c in range(s.chains) for i in range(trace.shape[1])]
         return {"llc": chain_rows(trace, init_loss, self.nbeta, s.burnin, failed), "llc_trace": trace_rows}

@@ -70,7 +70,13 @@ def figure(llc: pd.DataFrame, strategies: pd.DataFrame | None = None) -> go.Figu
                                         buttons=[dict(label="linear x", method="relayout",
                                                       args=[{a: "linear" for a in axes}]),
                                                  dict(label="log x", method="relayout",
-                                                      args=[{a: "log" for a in axes}])])])
+                                                      args=[{a: "log" for a in axes}])]),
+                                   # late-training LLCs are 100x below the transition's: a log y shows them
+                                   dict(type="buttons", direction="left", x=0.0, xanchor="left", y=1.06,
+                                        buttons=[dict(label="linear LLC", method="relayout",
+                                                      args=[{f"yaxis{row if row > 1 else ''}.type": "linear"}]),
+                                                 dict(label="log LLC", method="relayout",
+                                                      args=[{f"yaxis{row if row > 1 else ''}.type": "log"}])])])
     return fig
 
 
