@@ -123,6 +123,15 @@ def test_llc_on_a_tiny_run(trained_run, tmp_path):
         summary = rows[rows["chain"] == -1].iloc[0]
         assert summary["llc_mean"] == pytest.approx(rows[rows["chain"] >= 0]["llc_mean"].mean(), rel=1e-5)
 
+    # both pages draw in a browser (offline, from the folder's own plotly.js)
+    import shutil
+
+    from tests.test_analysis_runner import rendered_plots
+
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        for page in ("llc.html", "llc_traces.html"):
+            assert rendered_plots(tmp_path / page, tmp_path / f"profile_{page}") >= 1, page
+
 
 def test_cli_flags_reach_the_llc_settings():
     from coopetition.analysis.cli import config_from_args
