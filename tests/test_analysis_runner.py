@@ -17,7 +17,8 @@ from tests.conftest import tiny_run_config
 pytestmark = pytest.mark.e2e
 
 SMALL = dict(n_seqs=24, patch_seqs=12, probe_seqs=48, probe_steps=5)
-TABLES = {table: list(columns) for name in names() for table, columns in get(name).tables.items()}
+DEFAULT = [name for name in names() if get(name).by_default]  # llc is opt-in (tests/test_analysis_llc.py)
+TABLES = {table: list(columns) for name in DEFAULT for table, columns in get(name).tables.items()}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_analysis_json_records_what_ran(analysed, tiny_run):
 
     record = json.loads((analysed.out_dir / "analysis.json").read_text())
     assert record["steps"] == [0, 10, 20] and record["checkpoint_range"] == "0:"
-    assert record["analysis"]["analyses"] == list(names()) and record["analysis"]["n_seqs"] == 24
+    assert record["analysis"]["analyses"] == DEFAULT and record["analysis"]["n_seqs"] == 24
     assert record["run_interventions"] == [] and record["added_interventions"] == []
     assert record["versions"]["torch"] and record["run"] == str(tiny_run.resolve())
 

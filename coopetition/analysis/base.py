@@ -100,6 +100,10 @@ class Analysis:
     caption: ClassVar[str] = ""
     tables: ClassVar[dict[str, tuple[str, ...]]] = {}
     needs_model: ClassVar[bool] = True
+    # False: run only when named in ``--analyses`` (slow, or needs an optional extra), not by default
+    by_default: ClassVar[bool] = True
+    # analyses whose tables this one's figure draws beside its own (requesting it requests them too)
+    companions: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -11,6 +11,7 @@ import argparse
 import re
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from coopetition.analysis.base import REGISTRY
@@ -47,7 +48,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoint-range", dest="spec", required=True, metavar="SPEC",
                    help="steps: A:B (inclusive), A:B:K (every K-th), :B, A:, -20: (last 20), or a comma list; "
                         "a step that is not a checkpoint snaps to the nearest")
-    p.add_argument("--analyses", default=None, help=f"comma list from {', '.join(names())} (default: all)")
+    opt_in = [n for n in names() if not REGISTRY[n].by_default]
+    p.add_argument("--analyses", default=None,
+                   help=f"comma list from {', '.join(names())} (default: all"
+                        + (f" but {', '.join(opt_in)})" if opt_in else ")"))
     p.add_argument("--evaluators", help="comma list of the run's evaluators (default: all)")
     p.add_argument("--out", type=Path, help="output folder (default: RUN/analysis)")
     p.add_argument("--device", default="cpu", help="torch device for the forward passes (default: cpu)")
@@ -69,6 +73,16 @@ def add_parser(subparsers) -> None:
     intervention_cli.add_analyze_arguments(p)
     p.add_argument("--clamp-strengths", default=",".join(f"{x:g}" for x in d.clamp_strengths),
                    help="clamped attention strengths S of the clamp analysis (default: 0,0.1,...,1)")
+    llc = d.llc
+    p.add_argument("--llc-lr", type=float, default=llc.lr, help=f"llc: SGLD step size (default: {llc.lr:g})")
+    p.add_argument("--llc-gamma", type=float, default=llc.gamma,
+                   help=f"llc: localisation strength gamma (default: {llc.gamma:g})")
+    p.add_argument("--llc-nbeta", type=float, default=llc.nbeta,
+                   help="llc: inverse temperature n*beta (default: m / log m, m = the SGLD batch size)")
+    p.add_argument("--llc-chains", type=int, default=llc.chains, help=f"llc: SGLD chains (default: {llc.chains})")
+    p.add_argument("--llc-draws", type=int, default=llc.draws, help=f"llc: draws per chain (default: {llc.draws})")
+    p.add_argument("--llc-burnin", type=int, default=llc.burnin,
+                   help=f"llc: steps discarded before the first draw (default: {llc.burnin})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"resample permutation and probe data (default: {d.seed})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # SPECs such as "-20:" start with "-"; let argparse take them as values, not as unknown options.
@@ -91,7 +105,9 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
         evaluators=_names(args.evaluators, "evaluators") if args.evaluators is not None else None,
         n_seqs=args.n_seqs, patch_seqs=args.patch_seqs, probe_seqs=args.probe_seqs,
         probe_classes=args.probe_classes, probe_steps=args.probe_steps, threads=args.threads, seed=args.seed,
-        device=args.device, workers=args.workers)
+        device=args.device, workers=args.workers,
+        llc=replace(AnalysisConfig().llc, lr=args.llc_lr, gamma=args.llc_gamma, nbeta=args.llc_nbeta,
+                    chains=args.llc_chains, draws=args.llc_draws, burnin=args.llc_burnin))
 
 
 def run_analyze(args: argparse.Namespace) -> int:

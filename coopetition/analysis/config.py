@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 from coopetition.analysis.registry import get, names
 from coopetition.errors import ConfigError
@@ -13,6 +13,49 @@ from coopetition.interventions import Intervention, parse_spec
 
 MIN_STEPS_PER_WORKER = 4
 STRENGTHS = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+@dataclass(frozen=True)
+class LLCConfig:
+    """SGLD settings of the ``llc`` analysis (devinterp's ``sample``; Lau et al. 2023), calibrated on the quick run
+    (docs/llc.md): every chain starts at the checkpoint w* and takes ``burnin + draws`` steps of
+
+        dw = lr/2 * (-nbeta * grad L_batch(w) + gamma * (w* - w)) + N(0, lr)
+
+    on batches of ``batch_size`` sequences from a fixed sample of ``n_seqs`` sequences of the run's training
+    distribution. The estimate is nbeta * (mean draw loss - L(w*)), L(w*) over the whole sample.
+
+    - ``lr``: the SGLD step size epsilon; too large and the loss trace climbs or diverges, too small and it never
+      leaves w* (an LLC near 0 that grows with more draws).
+    - ``gamma``: the localisation strength (pull back to w*); keeps chains in w*'s basin.
+    - ``nbeta``: the inverse temperature n*beta; None is devinterp's default m / log m (m = ``batch_size``).
+    - ``chains``, ``draws``, ``burnin``: independent chains (their spread is ``llc_std``), draws per chain, and
+      steps discarded before the first draw.
+    - ``seed``: the sampled sequences and the SGLD noise (devinterp seeds chain c with seed + c).
+    """
+
+    lr: float = 1e-5
+    gamma: float = 1e4
+    nbeta: float | None = None
+    chains: int = 4
+    draws: int = 80
+    burnin: int = 30
+    batch_size: int = 64
+    n_seqs: int = 1024
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lr < float("inf"):
+            raise ConfigError(f"analysis.llc.lr must be > 0 and finite, got {self.lr}")
+        if not 0 <= self.gamma < float("inf"):
+            raise ConfigError(f"analysis.llc.gamma must be >= 0 and finite, got {self.gamma}")
+        if self.nbeta is not None and not 0 < self.nbeta < float("inf"):
+            raise ConfigError(f"analysis.llc.nbeta must be > 0 and finite or null, got {self.nbeta}")
+        for name, low in (("chains", 1), ("draws", 2), ("burnin", 0), ("batch_size", 2)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"analysis.llc.{name} must be >= {low}, got {getattr(self, name)}")
+        if self.n_seqs < self.batch_size:
+            raise ConfigError(f"analysis.llc.n_seqs ({self.n_seqs}) must be >= batch_size ({self.batch_size})")
 
 
 @dataclass(frozen=True)
@@ -31,6 +74,7 @@ class AnalysisConfig:
       and 2048 is also the fastest on a CPU: the activations of a chunk stay in cache (measured in docs/analyze.md).
     - ``seed``: resample-ablation permutation and probe data/splits.
     - ``clamp_strengths``: the clamped attention strengths S of the ``clamp`` analysis (C25: 0, 0.1, ..., 1).
+    - ``llc``: SGLD settings of the ``llc`` analysis (``LLCConfig``).
     - ``interventions``: added on top of the run's own at every analysed checkpoint (``--intervene``); the analysed
       baseline ("clean") is the network with both.
     - ``threads``: torch CPU threads (None: torch's default). One thread is the default because these batches are
@@ -41,7 +85,7 @@ class AnalysisConfig:
       2 cores this doubled ablation throughput on the quick run (docs/analyze.md, "Performance").
     """
 
-    analyses: tuple[str, ...] | None = None  # None: every registered analysis
+    analyses: tuple[str, ...] | None = None  # None: every registered analysis that runs by default
     evaluators: tuple[str, ...] | None = None
     n_seqs: int = 128
     patch_seqs: int = 64
@@ -55,6 +99,7 @@ class AnalysisConfig:
     threads: int | None = 1
     workers: int | None = None
     clamp_strengths: tuple[float, ...] = STRENGTHS
+    llc: LLCConfig = field(default_factory=LLCConfig)
     interventions: tuple[Intervention, ...] = ()
 
     def __post_init__(self) -> None:
@@ -63,12 +108,15 @@ class AnalysisConfig:
                                                         for i in self.interventions))
         known = names()
         if self.analyses is None:
-            object.__setattr__(self, "analyses", known)
+            object.__setattr__(self, "analyses", tuple(n for n in known if get(n).by_default))
         if not self.analyses:
             raise ConfigError(f"no analysis requested; choose from {', '.join(known)}")
         unknown = [a for a in self.analyses if a not in known]
         if unknown:
             raise ConfigError(f"unknown analysis {unknown[0]!r}; choose from {', '.join(known)}")
+        # an analysis whose figure draws another's table beside its own brings that analysis along
+        object.__setattr__(self, "analyses", tuple(dict.fromkeys(
+            name for a in self.analyses for name in (*get(a).companions, a))))
         if len(self.clamp_strengths) < 2 or not all(0 <= s <= 1 for s in self.clamp_strengths):
             raise ConfigError(f"analysis.clamp_strengths must be >= 2 values in [0, 1], got {self.clamp_strengths}")
         if self.evaluators is not None and not self.evaluators:
@@ -97,6 +145,7 @@ class AnalysisConfig:
         """JSON-able (interventions as their specs), for ``analysis.json``."""
         out = {f: getattr(self, f) for f in self.__dataclass_fields__}
         out["interventions"] = [i.spec for i in self.interventions]
+        out["llc"] = asdict(self.llc)
         return out
 
     def n_workers(self, n_steps: int) -> int:

@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from coopetition.analysis.registry import get, names
-from coopetition.plots import ablation, clamp, patching, probes, progress, scorecard, strategies
+from coopetition.plots import ablation, clamp, llc, patching, probes, progress, scorecard, strategies
 from coopetition.plots.common import ensure_plotlyjs, write_figure
 from coopetition.plots.generic import generic_figure
 from coopetition.plots.index import Entry, write_index
@@ -66,13 +66,21 @@ def _scorecard(f: dict[str, pd.DataFrame]) -> list[Page]:
              lambda: scorecard.figure(f["scorecard"]))]
 
 
+def _llc(f: dict[str, pd.DataFrame]) -> list[Page]:
+    return [(Entry("llc.html", "Local learning coefficient", llc.CAPTION),
+             lambda: llc.figure(f["llc"], f.get("strategies"))),
+            (Entry("llc_traces.html", "LLC diagnostics: SGLD loss traces", llc.CAPTION_TRACES),
+             lambda: llc.traces_figure(f["llc_trace"], f["llc"]))]
+
+
 PAGES: dict[str, Callable[[dict[str, pd.DataFrame]], list[Page]]] = {
     "strategies": _strategies, "ablation": _ablation, "patching": _patching, "probes": _probes,
-    "progress": _progress, "clamp": _clamp, "scorecard": _scorecard}
+    "progress": _progress, "clamp": _clamp, "scorecard": _scorecard, "llc": _llc}
 
 
 def pages_for(name: str, frames: dict[str, pd.DataFrame]) -> list[Page]:
-    """The pages of one analysis from its tables (empty when its first table has no rows)."""
+    """The pages of one analysis from its tables (empty when its first table has no rows); a registered page builder
+    also sees its companions' tables."""
     cls = get(name)
     tables = {t: frames.get(t) for t in cls.tables}
     first = next(iter(tables.values()), None)
@@ -82,7 +90,8 @@ def pages_for(name: str, frames: dict[str, pd.DataFrame]) -> list[Page]:
         return [(Entry(f"{name}_{i}.html" if i else f"{name}.html", title, caption), lambda fig=fig: fig)
                 for i, (title, caption, fig) in enumerate(cls.figures(tables))]
     if name in PAGES:
-        return PAGES[name](tables)
+        beside = {t: frames[t] for c in cls.companions for t in get(c).tables if frames.get(t) is not None}
+        return PAGES[name]({**beside, **tables})
     return [(Entry(f"{table}.html", f"{cls.title or name}: {table}", cls.caption),
              lambda table=table, frame=frame: generic_figure(frame, table))
             for table, frame in tables.items() if frame is not None and len(frame)]

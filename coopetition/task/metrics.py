@@ -73,6 +73,7 @@ def _query_metrics(logits: Tensor, target: Tensor, context_labels: Tensor) -> di
     }
 
 
-def query_loss(logits: Float[Tensor, "batch classes"], target: Int[Tensor, " batch"]) -> Float[Tensor, ""]:
-    """The training loss: mean cross-entropy at the query."""
-    return F.cross_entropy(logits, target)
+def query_loss(logits: Float[Tensor, "batch classes"], target: Int[Tensor, " batch"],
+               reduction: str = "mean") -> Tensor:
+    """The training loss: mean cross-entropy at the query (``reduction="none"``: each sequence's)."""
+    return F.cross_entropy(logits, target, reduction=reduction)

@@ -1,0 +1,169 @@
+"""The local learning coefficient (LLC) of every checkpoint: how degenerate the loss landscape is around it
+(Lau et al. 2023; Hoogland et al. 2024 read developmental stages of in-context learning off its changes).
+
+SGLD chains start at the checkpoint w* and sample a tempered posterior localised at w* on the loss of the run's
+**training distribution** (the run's mixture, class weights and splits, drawn by our sampler), through the network
+that ran (the run's interventions on, grafted sources frozen). The estimate is nbeta * (E[L(w)] - L(w*)). The
+sampling is devinterp's (``devinterp.slt.sampling.sample``, an optional extra: ``pip install
+'coopetition[devinterp]'``); this module only turns our sequences into what it samples on and reads its traces back.
+
+devinterp samples language models on ``input_ids``; a sequence here is encoded as its (class, exemplar, label)
+index triples, item by item, and the loss function decodes them, looks the exemplars up in the bank and returns
+the query's cross-entropy, repeated over devinterp's token positions (so its means are per-sequence means).
+
+Tables: ``llc`` (one row per chain, and ``chain = -1`` over all chains: ``llc_mean`` and ``llc_std`` across
+chains) with diagnostics, and ``llc_trace`` (every chain's loss at every SGLD step), so that a badly calibrated
+estimate (a climbing or diverging trace, an LLC that keeps growing with more draws) is visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import math
+import tempfile
+import warnings
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from coopetition.analysis.base import Analysis, Checkpoint
+from coopetition.errors import ConfigError
+from coopetition.task.metrics import query_loss
+from coopetition.task.sampler import sample_mixture
+from coopetition.train.setup import training_pool
+
+INSTALL_HINT = "the llc analysis needs devinterp: pip install 'coopetition[devinterp]'"
+COLUMNS = ("step", "sequences", "chain", "llc_mean", "llc_std", "init_loss", "loss_mean", "loss_min", "loss_max",
+           "llc_first_half", "llc_second_half", "nbeta", "failed")
+TRACE_COLUMNS = ("step", "sequences", "chain", "sgld_step", "draw", "loss")
+FIELDS = 3  # class, exemplar, label per item
+
+
+def devinterp_sample():
+    """devinterp's ``sample``, or a one-line ``ConfigError`` saying how to install it."""
+    try:
+        import xarray
+        from devinterp.slt.sampling import sample
+    except ImportError:
+        raise ConfigError(INSTALL_HINT) from None
+    if not hasattr(xarray, "open_datatree"):
+        raise ConfigError(f"{INSTALL_HINT} (xarray {xarray.__version__} has no open_datatree; it needs >= 2024.10)")
+    return sample
+
+
+def default_nbeta(batch_size: int) -> float:
+    """devinterp's default inverse temperature, m / log m for batches of m."""
+    return batch_size / math.log(batch_size)
+
+
+def encode(classes: Tensor, exemplars: Tensor, labels: Tensor) -> Tensor:
+    """``[n, items * 3]`` int64: each item's (class, exemplar, label), in order (the query last)."""
+    return torch.stack([classes, exemplars, labels], dim=-1).flatten(1).long()
+
+
+class Sampled(nn.Module):
+    """The network that ran as one module (devinterp deep-copies it per chain): its parameters are the network's
+    (the trained model's and any frozen graft source's), its forward the run's interventions on every pass."""
+
+    def __init__(self, forward) -> None:
+        super().__init__()
+        self.network = forward.network
+        self.intervened = forward  # not a submodule: the copy made with the module keeps sharing its weights
+
+    def forward(self, exemplars: Tensor, context_labels: Tensor, target: Tensor) -> Tensor:
+        return self.intervened(exemplars, context_labels, target)
+
+
+def make_loss(features: Tensor):
+    """devinterp's per-token loss ``(model, input_ids) -> [batch, tokens - 1]``: the query cross-entropy of each
+    decoded sequence, repeated over the positions (their mean is the training loss)."""
+
+    def loss(model: nn.Module, input_ids: Tensor) -> Tensor:
+        items = input_ids.view(input_ids.shape[0], -1, FIELDS)
+        classes, exemplars, labels = items.unbind(-1)
+        logits = model(features[classes, exemplars], labels[:, :-1], labels[:, -1])
+        per_sequence = query_loss(logits.float(), labels[:, -1], reduction="none")
+        return per_sequence[:, None].expand(-1, input_ids.shape[1] - 1)
+
+    return loss
+
+
+def chain_rows(trace: Tensor, init_loss: float, nbeta: float, burnin: int, failed: list[bool]) -> list[dict]:
+    """Rows of the ``llc`` table from the loss trace ``[chains, sgld steps]`` (draws are the steps after
+    ``burnin``): one per chain, then ``chain = -1`` (mean and std across chains; NaN-free chains only)."""
+    rows = []
+    for chain, losses in enumerate(trace.double()):
+        draws = losses[burnin:]
+        half = len(draws) // 2
+        llc = nbeta * (draws - init_loss)
+        rows.append({"chain": chain, "llc_mean": llc.mean().item(), "llc_std": llc.std().item(),
+                     "init_loss": init_loss, "loss_mean": draws.mean().item(), "loss_min": draws.min().item(),
+                     "loss_max": draws.max().item(), "llc_first_half": llc[:half].mean().item(),
+                     "llc_second_half": llc[half:].mean().item(), "nbeta": nbeta, "failed": failed[chain]})
+    good = [r for r in rows if not r["failed"] and math.isfinite(r["llc_mean"])]
+    per_chain = torch.tensor([r["llc_mean"] for r in good], dtype=torch.float64)
+
+    def mean(key: str) -> float:
+        return sum(r[key] for r in good) / len(good) if good else float("nan")
+
+    summary = {"chain": -1, "llc_mean": per_chain.mean().item() if good else float("nan"),
+               "llc_std": per_chain.std().item() if len(good) > 1 else float("nan"), "init_loss": init_loss,
+               "loss_mean": mean("loss_mean"), "loss_min": min((r["loss_min"] for r in good), default=float("nan")),
+               "loss_max": max((r["loss_max"] for r in good), default=float("nan")),
+               "llc_first_half": mean("llc_first_half"), "llc_second_half": mean("llc_second_half"),
+               "nbeta": nbeta, "failed": len(good) < len(rows)}
+    return rows + [summary]
+
+
+class LLCAnalysis(Analysis):
+    name: ClassVar[str] = "llc"
+    title: ClassVar[str] = "Local learning coefficient"
+    caption: ClassVar[str] = ("The LLC of every checkpoint (SGLD around it on the training distribution, devinterp; "
+                              "needs coopetition[devinterp]) beside the strategy curves, and each chain's loss trace.")
+    tables: ClassVar[dict] = {"llc": COLUMNS, "llc_trace": TRACE_COLUMNS}
+    companions: ClassVar[tuple[str, ...]] = ("strategies",)
+    by_default: ClassVar[bool] = False  # minutes per checkpoint on a CPU, and an optional extra
+
+    def prepare(self) -> None:
+        self.sample = devinterp_sample()
+        self.settings = self.config.llc
+        run, bank = self.context.run, self.context.bank
+        device = torch.device(self.config.device)
+        self.features = bank.features.to(device)
+        pool = training_pool(run.config, bank, device)
+        gen = torch.Generator(device).manual_seed(self.settings.seed)
+        batch = sample_mixture(run.config.task.mixture, run.config.task.mixture_weights, pool, self.settings.n_seqs,
+                               gen, device)
+        ids = encode(batch.classes, batch.exemplars, batch.labels).cpu()
+        self.dataset = [{"input_ids": row} for row in ids]
+        self.nbeta = self.settings.nbeta or default_nbeta(self.settings.batch_size)
+
+    def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
+        s = self.settings
+        module = Sampled(copy.deepcopy(self.context.forward))
+        ours = {id(p) for p in module.intervened.model.parameters()}
+        masks = {name: None for name, p in module.named_parameters() if id(p) in ours}
+        for name, param in module.named_parameters():
+            param.requires_grad_(name in masks)
+        # devinterp writes its samples to zarr (a folder removed here), draws a progress bar per chain (silenced: ours
+        # counts checkpoints) and warns when a chain fails (recorded in the table instead); the runner's no_grad is
+        # lifted for the SGLD gradients
+        with tempfile.TemporaryDirectory(prefix="coopetition-llc-") as tmp, torch.enable_grad(), \
+                warnings.catch_warnings(record=True), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("always")
+            tree = self.sample(
+                module, self.dataset, {}, lr=s.lr, n_beta=self.nbeta, localization=s.gamma, param_masks=masks,
+                num_chains=s.chains, num_draws=s.draws, num_burnin_steps=s.burnin, batch_size=s.batch_size,
+                num_init_loss_batches=s.n_seqs // s.batch_size, init_seed=s.seed, device=self.config.device,
+                output_path=f"{tmp}/samples.zarr", loss_fn=make_loss(self.features))
+            data = tree.dataset
+            trace = torch.from_numpy(data["sampling_loss_micro"].mean(dim=["batch_sampling", "token_pos"]).values)
+            init_loss = float(data["init_loss"].values.mean())
+        # devinterp warns and stops a chain on a NaN/Inf loss; the steps it never wrote read back as NaN
+        failed = [not bool(torch.isfinite(trace[c]).all()) for c in range(s.chains)]
+        trace_rows = [{"chain": c, "sgld_step": i, "draw": i - s.burnin if i >= s.burnin else -1,
+                       "loss": float(trace[c, i])} for c in range(s.chains) for i in range(trace.shape[1])]
+        return {"llc": chain_rows(trace, init_loss, self.nbeta, s.burnin, failed), "llc_trace": trace_rows}
