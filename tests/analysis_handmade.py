@@ -41,7 +41,8 @@ def _basis() -> torch.Tensor:
     return q[:, 1:].T.contiguous()
 
 
-def handmade_model(direct: float = 0.0) -> ICLTransformer:
+def handmade_model(direct: float = 0.0, prev_heads: tuple[tuple[int, int], ...] = PREV_HEADS) -> ICLTransformer:
+    """``prev_heads``: the layer-0 previous-token heads, sharing the copy equally (one head: it carries it all)."""
     model = ICLTransformer(ModelConfig(n_layers=2, d_model=D_MODEL, n_heads=N_HEADS), input_dim=N_CLASSES,
                            n_labels=N_CLASSES, n_outputs=N_CLASSES, init_seed=0)
     b = _basis()
@@ -59,11 +60,12 @@ def handmade_model(direct: float = 0.0) -> ICLTransformer:
         model.embed.W_L.copy_(L + LAB)
         model.pos_embed.W_pos[:5] = P
         attn0, attn1 = model.blocks[0].attn, model.blocks[1].attn
-        for _, h in PREV_HEADS:
+        for _, h in prev_heads:
             attn0.W_Q[h] = 2.0 * P.T @ one[:5]  # position t -> f_t
             attn0.W_K[h] = 2.0 * P.T @ one[1:6]  # position s -> f_{s+1}: query t meets key t-1
             attn0.W_V[h] = E.T @ one[:8]  # exemplar class c -> u_c
-            attn0.W_O[h] = (one[:8].T @ PREV) / 12.0  # u_c -> PREV[c]; 3 heads x value 4 x 1/12 = unit PREV
+            # u_c -> PREV[c]; 3 heads x value 4 x 1/12 = unit PREV
+            attn0.W_O[h] = (one[:8].T @ PREV) / (4.0 * len(prev_heads))
         _, h = INDUCTION
         attn1.W_Q[h] = 2.5 * (E.T @ one[:8] + 0.5 * EX[:, None] @ one[8:9])
         attn1.W_K[h] = 2.0 * (PREV.T @ one[:8] + LAB[:, None] @ one[8:9])
@@ -73,7 +75,7 @@ def handmade_model(direct: float = 0.0) -> ICLTransformer:
         spare = iter(SPARE)
         for layer, attn in enumerate((attn0, attn1)):
             for head in range(N_HEADS):
-                if (layer, head) in PREV_HEADS or (layer, head) == INDUCTION:
+                if (layer, head) in prev_heads or (layer, head) == INDUCTION:
                     continue
                 attn.W_V[head] = (EX + LAB)[:, None] @ one[:1]
                 attn.W_O[head] = 0.3 * one[:1].T @ next(spare)[None]

@@ -11,6 +11,10 @@ answers, ``answers[:, 0]`` (the clean run's) and ``answers[:, 1]`` (the corrupte
   (target, other label). Only the exemplar-label binding differs, so only ICL can tell them apart.
 - ``ciwl_vs_iwl`` (from CIWL): clean = the CIWL sequence (one context label overwritten with the query's class
   c_q); corrupted = that label restored to its own class c_a, which is a pure-IWL sequence. Answers (c_q, c_a).
+- ``exemplar_swap`` (from ICL; ``circuit`` only): the same contrast as ``icl_swap``, made on the other side of the
+  binding: the exemplars (and classes) of the target's context item and the first distractor trade places, labels
+  stay. Answers (target, other label). A label-only pair never changes what a previous-token head writes (it copies
+  the *exemplar* before each label), so only this pair lets an edge from such a head carry the effect.
 """
 
 from __future__ import annotations
@@ -66,6 +70,19 @@ def ciwl_vs_iwl(ciwl: EvalData) -> PatchPair:
     labels[:, :-1] = torch.where(overwritten, ctx_classes, ciwl.context_labels)
     corrupt = ciwl.with_labels("ciwl_restored", labels)
     return PatchPair("ciwl_vs_iwl", ciwl, corrupt, torch.stack([ciwl.target, restored], dim=1))
+
+
+def exemplar_swap(icl: EvalData) -> PatchPair:
+    target, other = icl.target, _distractor_label(icl)
+    ctx = icl.context_labels
+    mine = (ctx == target[:, None]).float().argmax(dim=1)
+    theirs = (icl.types[:, :-1] == DISTRACTOR).float().argmax(dim=1)
+    order = torch.arange(icl.classes.shape[1]).expand(icl.n, -1).clone()
+    rows = torch.arange(icl.n)
+    order[rows, mine], order[rows, theirs] = theirs, mine
+    corrupt = EvalData("icl_exemplars_swapped", icl.exemplars[rows[:, None], order],
+                       icl.classes.gather(1, order), icl.labels, icl.types.gather(1, order))
+    return PatchPair("exemplar_swap", icl, corrupt, torch.stack([target, other], dim=1))
 
 
 BUILDERS = {"flip": flip_vs_train, "icl": icl_swap, "ciwl": ciwl_vs_iwl}

@@ -2,7 +2,7 @@
 ``--analyses``, of the CLI help, of the tables and of the index page); ``names`` and ``get`` read the registry."""
 
 from coopetition.analysis import strategies  # noqa: F401,I001  (defining a class registers it)
-from coopetition.analysis import ablation, patching, probes, progress, clamp, scorecard, llc  # noqa: F401
+from coopetition.analysis import ablation, patching, probes, progress, clamp, circuit, scorecard, llc  # noqa: F401
 from coopetition.analysis.base import REGISTRY, Analysis
 
 

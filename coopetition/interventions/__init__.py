@@ -9,7 +9,8 @@ from coopetition.interventions.base import (REGISTRY, CheckpointRef, Inputs, Int
 from coopetition.interventions.clamps import Copy, Induction, Match, PrevToken
 from coopetition.interventions.engine import Intervened, intervene
 from coopetition.interventions.graft import Graft, GraftIn, GraftOut
+from coopetition.interventions.paths import PathPatch
 
 __all__ = ["REGISTRY", "Ablate", "AblateEmbedding", "CheckpointRef", "Copy", "Graft", "GraftIn", "GraftOut",
-           "Induction", "Inputs", "Intervened", "Intervention", "Match", "Patch", "Preserve", "PrevToken",
+           "Induction", "Inputs", "Intervened", "Intervention", "Match", "Patch", "PathPatch", "Preserve", "PrevToken",
            "intervene", "parse_spec", "validated"]

@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from coopetition.analysis.registry import get, names
-from coopetition.plots import ablation, clamp, llc, patching, probes, progress, scorecard, strategies
+from coopetition.plots import ablation, circuit, clamp, llc, patching, probes, progress, scorecard, strategies
 from coopetition.plots.common import ensure_plotlyjs, write_figure
 from coopetition.plots.generic import generic_figure
 from coopetition.plots.index import Entry, write_index
@@ -73,9 +73,17 @@ def _llc(f: dict[str, pd.DataFrame]) -> list[Page]:
              lambda: llc.traces_figure(f["llc_trace"], f["llc"]))]
 
 
+def _circuit(f: dict[str, pd.DataFrame]) -> list[Page]:
+    t, curves = f["circuit"], f.get("strategies")
+    pages = [(Entry(f"circuit_{p}.html", f"Circuit over training ({p})", circuit.CAPTION),
+              lambda p=p: circuit.figure(t, p, curves)) for p in circuit.pairs(t)]
+    return pages + [(Entry("circuit_agreement.html", "Edge attribution vs path patching", circuit.CAPTION_AGREEMENT),
+                     lambda: circuit.agreement_figure(t))]
+
+
 PAGES: dict[str, Callable[[dict[str, pd.DataFrame]], list[Page]]] = {
     "strategies": _strategies, "ablation": _ablation, "patching": _patching, "probes": _probes,
-    "progress": _progress, "clamp": _clamp, "scorecard": _scorecard, "llc": _llc}
+    "progress": _progress, "clamp": _clamp, "circuit": _circuit, "scorecard": _scorecard, "llc": _llc}
 
 
 def pages_for(name: str, frames: dict[str, pd.DataFrame]) -> list[Page]:

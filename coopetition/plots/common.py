@@ -32,7 +32,8 @@ def ensure_plotlyjs(out: Path) -> None:
 
 
 def write_figure(fig: go.Figure, path: Path) -> Path:
-    fig.write_html(path, include_plotlyjs=PLOTLY_JS, full_html=True, config={"responsive": True})
+    # auto_play off: a figure with frames (circuit's slider) opens on its chosen step instead of playing them all
+    fig.write_html(path, include_plotlyjs=PLOTLY_JS, full_html=True, config={"responsive": True}, auto_play=False)
     return path
 
 

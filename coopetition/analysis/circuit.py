@@ -1,0 +1,139 @@
+"""Circuits as graphs over training: the effect of every edge of the computational graph at every checkpoint.
+
+Nodes: the exemplar, label and position embeddings, every head, and the query logits. Edges: sender -> receiver
+through the receiver's Q, K or V input (any earlier node into any head), and every node -> logits (``direct``).
+Each is scored on the patching pairs (``pairs.py``; the label-only pairs of ``patching`` plus ``exemplar_swap``)
+with the normalised logit difference of ``patching`` (1: this edge alone restores the clean behaviour):
+
+- ``exact`` (path patching, ``interventions.paths``): the corrupted run with only this edge carrying the sender's
+  clean output, one variant per edge, batched by ``Intervened.run_variants``.
+- ``attribution`` (edge attribution patching, Syed et al. 2023): one forward and one backward pass on the
+  corrupted input give grad(LD) at every receiver input; an edge's effect ~ grad . (clean - corrupted sender
+  output), summed over sequences and positions.
+
+``agreement`` rows compare them per pair and checkpoint over all edges: Spearman rank correlation (ties averaged),
+the overlap of the ``TOP`` largest |effect| edges, and whether the largest is the same edge. ``baseline`` rows hold
+the clean and corrupted logit differences (the normaliser). MLPs, where the model has them, are not nodes: their
+paths stay corrupted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import pandas as pd
+import torch
+
+from coopetition.analysis.base import Analysis, Checkpoint
+from coopetition.analysis.pairs import PatchPair, build_pairs, exemplar_swap
+from coopetition.analysis.patching import MIN_GAP
+from coopetition.interventions import Intervened, PathPatch
+from coopetition.interventions.paths import (DIRECT, EMBEDDINGS, INPUTS, LOGITS, head_node, receiver_hook,
+                                             sender_names, sender_output)
+from coopetition.model.config import ModelConfig
+
+if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
+    from coopetition.model import ActivationCache
+
+COLUMNS = ("step", "sequences", "pair", "sender", "receiver", "input", "method", "effect")
+METHODS = ("exact", "attribution")
+TOP = 5
+
+
+def edges(model: ModelConfig) -> list[PathPatch]:
+    """Every edge: embeddings and earlier heads into each head's q/k/v, every node into the logits."""
+    embeds = [e for e in EMBEDDINGS if e != "position" or model.positional != "rotary"]
+    heads = [[head_node(l, h) for h in range(model.n_heads)] for l in range(model.n_layers)]
+    out = []
+    for layer in range(model.n_layers):
+        senders = embeds + [s for earlier in heads[:layer] for s in earlier]
+        out += [PathPatch(s, r, x) for r in heads[layer] for x in INPUTS for s in senders]
+    return out + [PathPatch(s, LOGITS, DIRECT) for s in embeds + [s for layer in heads for s in layer]]
+
+
+def cache_names(model: ModelConfig) -> list[str]:
+    """What the clean and corrupted passes keep: every sender's output, and the residual stream where batched
+    variants start."""
+    resid = [f"blocks.{l}.hook_resid_pre" for l in range(model.n_layers)]
+    return resid + [f"blocks.{model.n_layers - 1}.hook_resid_post"] + sender_names(model)
+
+
+def attribution(forward: Intervened, pair: PatchPair, clean: ActivationCache, corrupt: ActivationCache,
+                found: list[PathPatch]) -> list[float]:
+    """Each edge's grad(mean LD) . (clean - corrupted sender output), from one forward and one backward pass on
+    the corrupted input (``per_head_hooks`` must be on)."""
+    cfg = forward.config
+    names = sorted({receiver_hook(e.receiver, e.input, cfg)[0] for e in found})
+    with torch.enable_grad():
+        exemplars = pair.corrupt.exemplars.clone().requires_grad_(True)  # so every activation carries a graph
+        logits, acts = forward.capture(exemplars, pair.corrupt.context_labels, pair.corrupt.target, names,
+                                       labels=pair.answers)
+        ld = (logits[:, 0] - logits[:, 1]).mean()
+        grads = dict(zip(names, torch.autograd.grad(ld, [acts[n] for n in names], allow_unused=True)))
+    deltas = {s: sender_output(clean, s) - sender_output(corrupt, s) for s in {e.sender for e in found}}
+    out = []
+    for edge in found:
+        name, index = receiver_hook(edge.receiver, edge.input, cfg)
+        grad = grads[name]
+        out.append(0.0 if grad is None else float((grad[(slice(None), *index)] * deltas[edge.sender]).sum()))
+    return out
+
+
+def agreement(exact: list[float], approx: list[float], top: int = TOP) -> dict[str, float]:
+    """Spearman correlation (average ranks for ties), top-``top`` overlap by |effect| (fraction), top-1 identity."""
+    e, a = pd.Series(exact, dtype=float), pd.Series(approx, dtype=float)
+    if e.isna().any() or a.isna().any() or len(e) < 2:
+        return {"spearman": float("nan"), f"top{top}_overlap": float("nan"), "top1_match": float("nan")}
+    spearman = float(e.rank().corr(a.rank())) if e.nunique() > 1 and a.nunique() > 1 else float("nan")
+    best_e, best_a = e.abs().nlargest(top).index, a.abs().nlargest(top).index
+    return {"spearman": spearman, f"top{top}_overlap": len(set(best_e) & set(best_a)) / min(top, len(e)),
+            "top1_match": float(best_e[0] == best_a[0])}
+
+
+def circuit_rows(forward: Intervened, pair: PatchPair, max_rows: int) -> list[dict]:
+    """Rows ``sender, receiver, input, method, effect`` for one checkpoint and pair."""
+    network, cfg = forward.network, forward.config
+    found = edges(cfg)
+    with network.per_head_hooks():
+        passes = {}
+        for run, data in (("clean", pair.clean), ("corrupt", pair.corrupt)):
+            logits, cache = forward.run_cached(data.exemplars, data.context_labels, data.target,
+                                               names=cache_names(cfg), labels=pair.answers)
+            passes[run] = (float((logits[:, 0] - logits[:, 1]).mean().detach()), cache)
+        (ld_clean, clean), (ld_corrupt, corrupt) = passes["clean"], passes["corrupt"]
+        gap = ld_clean - ld_corrupt
+        scale = 1.0 / gap if abs(gap) >= MIN_GAP else float("nan")
+        logits = forward.run_variants(pair.corrupt.exemplars, pair.corrupt.context_labels, pair.corrupt.target,
+                                      [(e,) for e in found], pair.answers, baseline=corrupt, source=clean,
+                                      max_rows=max_rows)
+        exact = [(x - ld_corrupt) * scale for x in (logits[..., 0] - logits[..., 1]).mean(dim=1).tolist()]
+        approx = [x * scale for x in attribution(forward, pair, clean, corrupt, found)]
+    rows = [{"sender": run, "receiver": LOGITS, "input": "logit_diff", "method": "baseline", "effect": ld}
+            for run, ld in (("clean", ld_clean), ("corrupt", ld_corrupt))]
+    for method, values in (("exact", exact), ("attribution", approx)):
+        rows += [{"sender": e.sender, "receiver": e.receiver, "input": e.input, "method": method, "effect": v}
+                 for e, v in zip(found, values)]
+    rows += [{"sender": "*", "receiver": "*", "input": metric, "method": "agreement", "effect": v}
+             for metric, v in agreement(exact, approx).items()]
+    return rows
+
+
+class CircuitAnalysis(Analysis):
+    name: ClassVar[str] = "circuit"
+    title: ClassVar[str] = "Circuit"
+    caption: ClassVar[str] = ("Edges of the computational graph (embeddings, heads, logits; through Q, K or V) "
+                              "scored by exact path patching and edge attribution patching on each patching pair.")
+    tables: ClassVar[dict] = {"circuit": COLUMNS}
+    companions: ClassVar[tuple[str, ...]] = ("strategies",)  # the figure's strategy curves
+    by_default: ClassVar[bool] = False  # ~30 s per checkpoint on a busy CPU: several times all the others together
+
+    def prepare(self) -> None:
+        data = {k: d.head(self.config.patch_seqs) for k, d in self.context.data.items()}
+        self.pairs = build_pairs(data) + ([exemplar_swap(data["icl"])] if "icl" in data else [])
+
+    def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
+        rows = []
+        for pair in self.pairs:
+            rows += [{"pair": pair.name, **r} for r in circuit_rows(self.context.forward, pair,
+                                                                     self.config.max_rows)]
+        return {"circuit": rows}
