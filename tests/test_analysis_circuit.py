@@ -7,7 +7,7 @@ import torch
 
 from coopetition.analysis.circuit import agreement, cache_names, circuit_rows, edges
 from coopetition.analysis.pairs import exemplar_swap, icl_swap
-from coopetition.interventions import Intervened
+from coopetition.interventions import Intervened, Patch
 from coopetition.interventions.paths import sender_output
 from coopetition.model import ModelConfig
 from coopetition.plots import write_figures
@@ -56,6 +56,25 @@ def test_sender_outputs_decompose_the_residual_stream(icl):
     heads = sum(sender_output(cache, f"L0H{h}") for h in range(4))
     torch.testing.assert_close(cache["blocks.0.hook_resid_pre"] + heads, cache["blocks.1.hook_resid_pre"],
                                atol=1e-5, rtol=1e-5)
+
+
+def test_patching_every_edge_out_of_a_head_is_patching_the_head(icl):
+    """Residual-stream decomposition, end to end: all of L0H0's outgoing edges at once (every layer-1 Q/K/V input
+    and the logits) move the logits exactly as patching its output ``z`` does (``patching``'s intervention)."""
+    model = handmade_model(ONE_PREV)
+    forward, pair = Intervened(model), exemplar_swap(icl)
+    cfg = model.model_config
+    outgoing = tuple(e for e in edges(cfg) if e.sender == "L0H0")
+    with model.per_head_hooks():
+        _, clean = forward.run_cached(pair.clean.exemplars, pair.clean.context_labels, names=cache_names(cfg))
+        _, corrupt = forward.run_cached(pair.corrupt.exemplars, pair.corrupt.context_labels, names=None)
+        paths = forward.run_variants(pair.corrupt.exemplars, pair.corrupt.context_labels, None, [outgoing],
+                                     pair.answers, baseline=corrupt, source=clean)
+    _, clean_plain = forward.run_cached(pair.clean.exemplars, pair.clean.context_labels)
+    node = forward.run_variants(pair.corrupt.exemplars, pair.corrupt.context_labels, None, [(Patch("z", 0, 0),)],
+                                pair.answers, source=clean_plain)
+    torch.testing.assert_close(paths, node, atol=1e-4, rtol=1e-4)
+    assert (paths[0, :, 0] - paths[0, :, 1]).mean() > 10  # the corrupted run (LD ~ -20) now gives the clean answer
 
 
 def test_previous_token_head_feeds_the_induction_head_through_k(icl):

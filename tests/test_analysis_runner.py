@@ -106,6 +106,17 @@ def test_snapping_and_a_stride(tiny_run, tmp_path):
     assert set(pd.read_csv(result.tables["progress"])["step"]) == {0, 10, 20}
 
 
+def test_circuit_is_opt_in_and_brings_the_strategy_curves(tiny_run, tmp_path):
+    result = analyze(tiny_run, "10,20", AnalysisConfig(analyses=("circuit",), **SMALL), tmp_path, progress_bar=False)
+    circuit = pd.read_csv(result.tables["circuit"])
+    assert list(circuit.columns) == ["step", "sequences", "pair", "sender", "receiver", "input", "method", "effect"]
+    assert set(circuit["pair"]) == {"flip_vs_train", "icl_swap", "ciwl_vs_iwl", "exemplar_swap"}
+    assert set(circuit["method"]) == {"baseline", "exact", "attribution", "agreement"}
+    assert "strategies" in result.tables and "circuit" not in DEFAULT
+    assert {"circuit_exemplar_swap.html", "circuit_agreement.html"} <= set(result.figures)
+    assert len(pd.read_csv(result.tables["strategies"]))  # the curves above the graph
+
+
 def test_cli_analyze(tiny_run, tmp_path, capsys):
     code = main(["analyze", str(tiny_run), "--checkpoint-range", "-2:", "--analyses", "strategies,progress",
                     "--evaluators", "flip,ciwl", "--out", str(tmp_path / "a"), "--no-progress"])
