@@ -11,6 +11,8 @@ step on the strategy curves. Hover an edge's midpoint for both estimators.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -53,7 +55,8 @@ def _layout(nodes: list[str]) -> dict[str, tuple[float, float]]:
 
 
 def _bin(value: float) -> int:
-    return max(i for i, low in enumerate(BINS) if abs(value) >= low) if value == value else 0
+    """Index of the |effect| bin (NaN, an undefined ratio, goes to the lowest)."""
+    return 0 if math.isnan(value) else max(i for i, low in enumerate(BINS) if abs(value) >= low)
 
 
 def _edge_traces(edges: pd.DataFrame, where: dict) -> list[dict]:
