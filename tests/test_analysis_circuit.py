@@ -61,7 +61,7 @@ def test_sender_outputs_decompose_the_residual_stream(icl):
 def test_patching_every_edge_out_of_a_head_is_patching_the_head(icl):
     """Residual-stream decomposition, end to end: all of L0H0's outgoing edges at once (every layer-1 Q/K/V input
     and the logits) move the logits exactly as patching its output ``z`` does (``patching``'s intervention)."""
-    model = handmade_model(ONE_PREV)
+    model = handmade_model(prev_heads=ONE_PREV)
     forward, pair = Intervened(model), exemplar_swap(icl)
     cfg = model.model_config
     outgoing = tuple(e for e in edges(cfg) if e.sender == "L0H0")
