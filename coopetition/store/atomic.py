@@ -73,7 +73,7 @@ def atomic_directory(path: Path) -> Iterator[Path]:
             _swap_into_place(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # on success: the previous folder, swapped out
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         lock.unlink(missing_ok=True)
         os.close(fd)
@@ -151,10 +151,11 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(folder))
+        fsync_dir(Path(folder))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable: without it a crash can lose a file that was fsynced."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -42,7 +42,7 @@ import pandas as pd
 
 from coopetition.bounded import MAX_TENSOR_FILE, TensorLayout, read_bytes, read_json
 from coopetition.errors import ConfigError, DataError
-from coopetition.store.atomic import atomic_write, atomic_write_text
+from coopetition.store.atomic import atomic_write, atomic_write_text, fsync_dir
 from coopetition.store.checkpoint import CheckpointInfo, checkpoint_name, file_sha256, load_tensors, save_tensors, verify_file
 from coopetition.store.contain import (CHECKPOINT, CONFIG, EVAL_SETS, EVAL_TABLE, LOCK, MANIFEST, RESUME, SOURCE,
                                        TRAIN_TABLE, ZOOM_EVAL_TABLE, RunFile, check_folders, contained)
@@ -245,7 +245,7 @@ class RunWriter:
         for path, entry in staged:
             os.replace(path, self.path / entry["file"])
         if staged:
-            _fsync_dir(self.path / "checkpoints")
+            fsync_dir(self.path / "checkpoints")
         if eval_csv_rows:
             table = contained(self.path, ZOOM_EVAL_TABLE)
             old = read_bytes(table, ZOOM_EVAL_TABLE.name, MAX_TABLE_BYTES) if table.exists() else \
@@ -469,14 +469,6 @@ class RunReader:
         if not pd.api.types.is_numeric_dtype(frame["value"]) or pd.api.types.is_bool_dtype(frame["value"]):
             raise DataError(f"{path}: column 'value' holds non-numbers")
         return frame
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _checked_manifest(data: dict[str, Any], path: Path) -> dict[str, Any]:
