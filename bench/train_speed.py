@@ -27,6 +27,7 @@ def main() -> None:
     bank = load_run_bank(config)
     pool, sizes = training_pool(config, bank), derive_sizes(config, bank)
     model = model_for(config, sizes)
+    model.fuse_training_kernels()  # as the trainer does
     forward = intervene(config.interventions, model)
     params = forward.trainable_parameters()
     step = TrainStep(forward, make_optimizer(params, config.train.lr, config.train.fused_adam), params, bank.features,

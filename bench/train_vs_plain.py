@@ -172,6 +172,7 @@ def _steps(config, sizes, features, pool, batch: int, compiled: bool = False,
     TransformerLens's stock blocks)."""
     model = model_for(config, sizes)
     plain = PlainICLTransformer.from_hooked(model)
+    model.fuse_training_kernels()  # as the trainer does
     specs, weights, lr = config.task.mixture, config.task.mixture_weights, config.train.lr
 
     def step(forward, params, fused: bool = adam != "single") -> TrainStep:
@@ -183,7 +184,9 @@ def _steps(config, sizes, features, pool, batch: int, compiled: bool = False,
     out = {"hooked": step(forward, forward.trainable_parameters()),
            "plain": step(lambda x, labels, target: plain(x, labels), list(plain.parameters()))}
     if adam == "both":
-        single = intervene([], model_for(config, sizes))
+        single_model = model_for(config, sizes)
+        single_model.fuse_training_kernels()
+        single = intervene([], single_model)
         out["hooked-single-adam"] = step(single, single.trainable_parameters(), fused=False)
     if stock:
         twin = ICLTransformer(config.model, sizes.input_dim, sizes.n_labels, sizes.n_outputs, config.seeds.init,

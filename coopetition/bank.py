@@ -58,6 +58,8 @@ class BankConfig:
     within_class_noise: float = 1.0
     shared_scale: float = 0.0
     prototype_rank: int | None = None
+    modes: int = 1
+    mode_share: float = 0.0
     seed: int = 0
     class_split: tuple[int, int, int] | None = None
     exemplar_split: tuple[int, int, int] | None = None
@@ -78,6 +80,10 @@ class BankConfig:
                                   f"floats (a typo?)")
             if self.prototype_rank is not None and self.prototype_rank < 1:
                 raise ConfigError(f"bank.prototype_rank must be >= 1 or null, got {self.prototype_rank}")
+            if not 1 <= self.modes <= self.exemplars:
+                raise ConfigError(f"bank.modes must be in [1, bank.exemplars = {self.exemplars}], got {self.modes}")
+            if not 0 <= self.mode_share <= 1:
+                raise ConfigError(f"bank.mode_share must be in [0, 1], got {self.mode_share}")
             if self.classes < 3:
                 raise ConfigError(f"bank.classes must be >= 3 (query, distractor and one more), got {self.classes}")
             for name in ("within_class_noise", "shared_scale"):
@@ -143,11 +149,19 @@ def _split_range(split: tuple[int, int, int], name: str, axis: str) -> tuple[int
 
 
 def synthetic_features(classes: int, exemplars: int, dim: int, within_class_noise: float, seed: int,
-                       shared_scale: float = 0.0, prototype_rank: int | None = None) -> Tensor:
+                       shared_scale: float = 0.0, prototype_rank: int | None = None, modes: int = 1,
+                       mode_share: float = 0.0) -> Tensor:
     """``shared_scale * m + p_c + noise * n``: one direction m common to every exemplar (ResNet features of
     Omniglot are all alike; the part that tells classes apart is small), a prototype p_c ~ N(0, I) per class and
     N(0, noise^2 I) per exemplar. With ``prototype_rank`` r the prototypes lie in a random r-dimensional subspace
-    (classes crowd together, as Omniglot characters do). Scaled so each vector has norm ~ sqrt(dim)."""
+    (classes crowd together, as Omniglot characters do). Scaled so each vector has norm ~ sqrt(dim).
+
+    With ``modes`` M > 1 a class is a mixture of M sub-classes, as each of the reference's classes holds one character
+    in 8 rotations/flips (REFERENCE 1.2): exemplar e belongs to mode e mod M (the reference's variant index is the
+    image index mod 8), whose prototype is ``sqrt(mode_share) p_c + sqrt(1 - mode_share) q_{c,e mod M}`` with its
+    own ``q ~ N(0, I)`` (in the same subspace under ``prototype_rank``). A class that is a union of unrelated
+    clusters cannot be read out by one linear map, which is what the direct embedding -> unembedding path is; M = 1
+    draws exactly the same bank as before the option existed."""
     gen = torch.Generator().manual_seed(seed)
     if prototype_rank is None:
         prototypes = torch.randn(classes, 1, dim, generator=gen)
@@ -156,6 +170,12 @@ def synthetic_features(classes: int, exemplars: int, dim: int, within_class_nois
         prototypes = (torch.randn(classes, prototype_rank, generator=gen) @ basis)[:, None]
     noise = torch.randn(classes, exemplars, dim, generator=gen)
     shared = torch.randn(1, 1, dim, generator=gen)
+    if modes > 1:  # drawn after everything M = 1 draws, so that bank is unchanged
+        per_mode = torch.randn(classes, modes, prototype_rank or dim, generator=gen)
+        if prototype_rank is not None:
+            per_mode = per_mode @ basis
+        mode_of = torch.arange(exemplars) % modes
+        prototypes = mode_share**0.5 * prototypes + (1 - mode_share)**0.5 * per_mode[:, mode_of]
     features = shared_scale * shared + prototypes + within_class_noise * noise
     return features / (1.0 + within_class_noise**2 + shared_scale**2) ** 0.5
 
@@ -166,7 +186,7 @@ def load_bank(config: BankConfig, expected_shape: tuple[int, ...] | None = None)
     if config.source == SYNTHETIC:
         features = synthetic_features(config.classes, config.exemplars, config.dim,
                                       config.within_class_noise, config.seed, config.shared_scale,
-                                      config.prototype_rank)
+                                      config.prototype_rank, config.modes, config.mode_share)
     else:
         features = _read_array(Path(config.source), config, expected_shape)
     _check_features(features, config.source)

@@ -31,3 +31,49 @@ def test_target_absent_from_context_scores_zero_in_context():
 def test_labels_past_the_output_layer_cost_nothing():
     m = query_metrics(torch.zeros(1, 3), torch.tensor([7]), torch.tensor([[7, 1]]))
     assert m["loss"].item() == 0.0 and m["prob"].item() == 0.0
+
+
+def _compare_with_definition(logits, target, context, atol=1e-5):
+    from coopetition.task.metrics import METRICS, reference_query_metrics
+
+    fast, ref = query_metrics(logits, target, context), reference_query_metrics(logits, target, context)
+    for metric in METRICS:
+        torch.testing.assert_close(fast[metric], ref[metric], atol=atol, rtol=1e-5, equal_nan=True,
+                                   msg=lambda text, metric=metric: f"{metric}: {text}")
+
+
+def test_fast_metrics_equal_the_definitions_on_random_logits():
+    gen = torch.Generator().manual_seed(0)
+    for n_classes, n_ctx in ((5, 2), (64, 2), (1000, 8), (12800, 2)):
+        logits = 3 * torch.randn(300, n_classes, generator=gen)
+        target = torch.randint(0, n_classes + 3, (300,), generator=gen)  # some labels past the outputs
+        context = torch.randint(0, n_classes + 2, (300, n_ctx), generator=gen)
+        context[::3, 0] = target[::3]  # target in context for a third of the rows
+        context[::5, 1] = context[::5, 0]  # duplicated context labels
+        _compare_with_definition(logits, target, context)
+
+
+def test_fast_metrics_break_ties_like_argmax_and_stay_stable_when_confident():
+    gen = torch.Generator().manual_seed(1)
+    # integer logits in {0, 1, 2}: ties everywhere, in and out of context
+    logits = torch.randint(0, 3, (500, 6), generator=gen).float()
+    target = torch.randint(0, 6, (500,), generator=gen)
+    context = torch.randint(0, 6, (500, 2), generator=gen)
+    _compare_with_definition(logits, target, context)
+    # a model that puts all its mass on one context label (exp underflows out of context without a stable lse)
+    logits = torch.zeros(4, 50)
+    context = torch.tensor([[1, 2]] * 4)
+    logits[:, 1] = 300.0
+    target = torch.tensor([1, 2, 7, 60])
+    _compare_with_definition(logits, target, context)
+    m = query_metrics(logits, target, context)
+    assert m["out_context_prob"][2].item() == pytest.approx(1 / 48)  # uniform over the 48 classes left
+
+
+def test_non_finite_logits_and_all_classes_in_context_use_the_definitions():
+    logits = torch.tensor([[0.0, float("-inf"), 1.0], [float("nan"), 0.0, 0.0]])
+    _compare_with_definition(logits, torch.tensor([2, 1]), torch.tensor([[0, 1], [1, 2]]))
+    every = torch.tensor([[0.5, 0.25]])
+    m = query_metrics(every, torch.tensor([0]), torch.tensor([[0, 1]]))
+    assert m["out_context_acc"].item() == 0.0 and m["out_context_prob"].item() == 0.0
+    assert m["in_context_acc"].item() == 1.0

@@ -96,3 +96,64 @@ def test_per_head_hooks_hand_the_pass_to_the_stock_block():
     assert "blocks.0.hook_q_input" in got.keys() and set(got.keys()) == set(expected.keys())
     for name in expected.keys():
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_the_fused_kernels_with_nothing_attached_compute_the_stock_function(config, monkeypatch):
+    """Switched on, in train mode, no hook attached: attention runs scaled_dot_product_attention and LayerNorm
+    F.layer_norm (except rotary attention, which keeps TransformerLens's path); logits and every gradient agree with
+    the stock blocks."""
+    from transformer_lens.components import LayerNorm
+
+    stock, lean = _pair(config)
+    lean.fuse_training_kernels()
+    exemplars, labels = _batch(seed=2)
+    stock_logits = stock(exemplars, labels, positions="all")
+    stock_logits.logsumexp(-1).sum().backward()
+    fused = []
+    monkeypatch.setattr(LayerNorm, "forward", lambda *a, **k: (_ for _ in ()).throw(AssertionError("stock LN ran")))
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: fused.append(1) or real_sdpa(*a, **k))
+    lean_logits = lean(exemplars, labels, positions="all")
+    lean_logits.logsumexp(-1).sum().backward()
+    assert len(fused) == (0 if config.positional == "rotary" else config.n_layers)
+    torch.testing.assert_close(lean_logits, stock_logits, atol=1e-5, rtol=0)
+    for (name, stock_param), lean_param in zip(stock.named_parameters(), lean.parameters()):
+        torch.testing.assert_close(lean_param.grad, stock_param.grad, atol=1e-5, rtol=1e-5, msg=name)  # sums of ~50
+
+
+def test_attaching_a_hook_takes_the_hooked_path_and_detaching_it_restores_the_kernel(monkeypatch):
+    _, lean = _pair(CONFIGS["attn-only learned"])
+    lean.fuse_training_kernels()
+    exemplars, labels = _batch(seed=3)
+    seen, fused = [], []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: fused.append(1) or real_sdpa(*a, **k))
+    plain = lean(exemplars, labels)
+    assert len(fused) == 2
+    with lean.hooked([("blocks.1.attn.hook_pattern", lambda pattern, hook: seen.append(pattern.shape))]):
+        hooked = lean(exemplars, labels)
+    assert seen == [torch.Size([6, 4, 2 * N_CTX + 1, 2 * N_CTX + 1])]
+    torch.testing.assert_close(hooked, plain, atol=1e-5, rtol=0)
+    assert len(fused) == 3  # layer 0 had no hook attached: still fused
+    assert not any(p._forward_hooks for p in lean.hook_dict.values())  # nothing left attached
+    lean.eval()  # evaluation and analysis: TransformerLens's path, the bits eval.csv and analyze share
+    lean(exemplars, labels)
+    assert len(fused) == 3
+
+
+def test_the_trainer_switches_the_kernels_on():
+    from coopetition.model.lean import LeanAttention
+    from coopetition.presets import get_preset
+    from coopetition.train.loop import build_training
+
+    config = get_preset("quick")
+    small = config.to_dict()
+    small["bank"].update(classes=40, exemplars=4, dim=8)
+    small["eval"]["n_seqs"] = 20
+    from coopetition.config import config_from_dict
+
+    run = build_training(config_from_dict(small), None)
+    assert all(m.fused for m in run.model.modules() if isinstance(m, LeanAttention))

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from coopetition.model import init as model_init
 from coopetition.model.config import ModelConfig
-from coopetition.model.lean import make_lean
+from coopetition.model.lean import fuse_training_kernels, make_lean, make_lean_norm
 
 from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
 from transformer_lens.hook_points import HookPoint
@@ -87,6 +87,8 @@ class ICLTransformer(HookedTransformer):
                 _to_zero_buffer(block.attn, name)
             if lean:
                 make_lean(block)  # one LayerNorm and one QKV matmul per block; same hooks (coopetition/model/lean.py)
+        if lean:
+            make_lean_norm(self.ln_final)
         if config.positional == "sinusoidal":
             table = model_init.sinusoidal_table(config.max_seq_len, config.d_model, config.sin_time)
             del self.pos_embed.W_pos
@@ -201,6 +203,11 @@ class ICLTransformer(HookedTransformer):
         finally:
             self.set_use_split_qkv_input(before[0])
             self.set_use_attn_result(before[1])
+
+    def fuse_training_kernels(self, on: bool = True) -> None:
+        """Fused attention and LayerNorm kernels in train mode while no hook listens (``model/lean.py`` says why
+        only there); a stock-block model (``lean=False``) is unaffected."""
+        fuse_training_kernels(self, on)
 
     def hook_names(self) -> list[str]:
         return list(self.hook_dict)
