@@ -3,9 +3,10 @@ writes and the rest (setup, progress bar, loss logging), measured by wrapping th
 
     python bench/train_split.py                                 # the quick preset, all its steps
     python bench/train_split.py --set train.steps=3000 --set train.threads=1
+    python bench/train_split.py --run-dir checkpoints/quick          # keep the run (a new directory)
 
-It trains into a temporary run directory (deleted afterwards) exactly as ``coopetition train`` does: the wrappers
-only read the clock around each call, so the run is the same one. One figure per line.
+It trains exactly as ``coopetition train`` does (into a temporary directory unless ``--run-dir``): the wrappers only
+read the clock around each call, so the run is the same one. One figure per line.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--run-dir", type=Path, default=None, help="keep the run here (must not exist)")
     args = parser.parse_args()
     data = get_preset(args.preset).to_dict()
     for item in args.set:
@@ -57,7 +59,7 @@ def main() -> None:
     TrainStep.__call__ = timed("optimizer steps", TrainStep.__call__)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        loop.train(config, Path(tmp) / "run", progress=False)
+        loop.train(config, args.run_dir or Path(tmp) / "run", progress=False)
         total = time.perf_counter() - start
     # checkpoint writes include their own train.csv write; count it once, under checkpoints
     inner = SPENT["optimizer steps"] + SPENT["evaluation"] + SPENT["checkpoint writes"] + SPENT["table writes"]

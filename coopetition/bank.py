@@ -45,7 +45,8 @@ class BankConfig:
     """Where the exemplar bank comes from and how its class/exemplar axes are split.
 
     ``source`` is ``"synthetic"`` or a path to ``.npy``/``.npz``/``.safetensors``/``.h5``. The synthetic fields
-    (``classes``, ``exemplars``, ``dim``, ``within_class_noise``, ``seed``) are ignored for files. Splits are
+    (``classes``, ``exemplars``, ``dim``, ``within_class_noise``, ``shared_scale``, ``prototype_rank``, ``modes``,
+    ``mode_share``, ``seed``; see ``synthetic_features``) are ignored for files. Splits are
     ``(train, val, test)`` contiguous ranges as in the reference; ``None`` means "all train", except for an HDF5 file
     in the reference's layout (``h5_dataset`` ``resnet18/224/feat`` of shape 12984 x 20 x 512), which gets the
     reference's ``(12800, 0, 184)`` / ``(20, 0, 0)``. A split given here always wins.

@@ -28,6 +28,38 @@ def test_within_class_noise_controls_exemplar_similarity():
     assert same_class_cosine(1.0) == pytest.approx(0.5, abs=0.05)  # 1 / (1 + noise^2)
 
 
+def test_one_mode_draws_the_bank_the_quick_preset_always_had():
+    """modes = 1 must not move a single bit: every earlier run's bank fingerprint depends on it. The expected bank
+    is the generator's draws in their original order, written out here."""
+    gen = torch.Generator().manual_seed(4)
+    prototypes = torch.randn(30, 1, 8, generator=gen)
+    noise = torch.randn(30, 5, 8, generator=gen)
+    shared = torch.randn(1, 1, 8, generator=gen)
+    expected = (2.0 * shared + prototypes + 0.4 * noise) / (1 + 0.4**2 + 2.0**2) ** 0.5
+    got = load_bank(BankConfig(classes=30, exemplars=5, dim=8, within_class_noise=0.4, shared_scale=2.0, seed=4,
+                               modes=1, mode_share=0.7)).features
+    assert torch.equal(got, expected)
+
+
+def test_modes_make_each_class_a_mixture_with_exemplar_index_mod_m_as_its_mode():
+    def cosine(f, a, b):
+        return torch.cosine_similarity(f[:, a], f[:, b], dim=-1).mean().item()
+
+    mixture = load_bank(BankConfig(classes=300, exemplars=8, dim=256, within_class_noise=0.0, modes=4)).features
+    assert cosine(mixture, 0, 4) == pytest.approx(1.0)  # exemplars 0 and 4: mode 0 both
+    assert cosine(mixture, 0, 1) == pytest.approx(0.0, abs=0.03)  # different modes share nothing (mode_share 0)
+    shared = load_bank(BankConfig(classes=300, exemplars=8, dim=256, within_class_noise=0.0, modes=4,
+                                  mode_share=0.5)).features
+    assert cosine(shared, 0, 1) == pytest.approx(0.5, abs=0.05)  # half the variance is the class's own
+    assert shared.pow(2).mean().item() == pytest.approx(1.0, abs=0.05)  # still unit variance per coordinate
+
+
+@pytest.mark.parametrize("field, value", [("modes", 0), ("modes", 9), ("mode_share", -0.1), ("mode_share", 1.5)])
+def test_bad_mode_settings_are_config_errors(field, value):
+    with pytest.raises(ConfigError, match=f"bank.{field}"):
+        BankConfig(classes=10, exemplars=8, dim=4, **{field: value})
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".npz", ".safetensors", ".h5"])
 def test_bank_files_load(tmp_path, suffix):
     array = np.random.default_rng(0).normal(size=(5, 3, 4)).astype(np.float32)
