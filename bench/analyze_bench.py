@@ -79,7 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
     parser.add_argument("--checkpoint-range", default="0:")
-    parser.add_argument("--analyses", default="strategies,ablation,patching,probes,progress")
+    parser.add_argument("--analyses", default="strategies,ablation,patching,probes,progress,clamp,scorecard",
+                        help="default: every analysis analyze runs by default (circuit and llc are opt-in)")
     parser.add_argument("--separately", action="store_true", help="each analysis alone")
     parser.add_argument("--threads", default="1", help="comma list of torch thread counts")
     parser.add_argument("--workers", default="1", help="comma list of worker-process counts")
