@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from coopetition.model import ICLTransformer, ModelConfig
-from coopetition.model.lean import LeanAttention, LeanBlock
+from coopetition.model.lean import LeanAttention, LeanBlock, LeanUnembed
 
 CONFIGS = {
     "attn-only learned": ModelConfig(n_layers=2, d_model=32, n_heads=4),
@@ -20,6 +20,7 @@ def _pair(config):
     stock = ICLTransformer(config, DIM, LABELS, LABELS, init_seed=3, lean=False)
     lean = ICLTransformer(config, DIM, LABELS, LABELS, init_seed=3, lean=True)
     assert all(type(b) is LeanBlock and type(b.attn) is LeanAttention for b in lean.blocks)
+    assert type(lean.unembed) is LeanUnembed and type(stock.unembed) is not LeanUnembed
     assert not any(isinstance(b, LeanBlock) for b in stock.blocks)
     return stock, lean
 
@@ -31,13 +32,14 @@ def _batch(seed=0, n=6):
 
 def _no_stock_pass(monkeypatch):
     """From here on, a stock block or Q/K/V projection that runs is an error: the lean path must not fall back."""
-    from transformer_lens.components import Attention, TransformerBlock
+    from transformer_lens.components import Attention, TransformerBlock, Unembed
 
     def refuse(*args, **kwargs):
         raise AssertionError("the lean model fell back to the stock block")
 
     monkeypatch.setattr(TransformerBlock, "forward", refuse)
     monkeypatch.setattr(Attention, "calculate_qkv_matrices", refuse)
+    monkeypatch.setattr(Unembed, "forward", refuse)
 
 
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from coopetition.model import init as model_init
 from coopetition.model.config import ModelConfig
-from coopetition.model.lean import fuse_training_kernels, make_lean, make_lean_norm
+from coopetition.model.lean import fuse_training_kernels, make_lean, make_lean_norm, make_lean_unembed
 
 from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
 from transformer_lens.hook_points import HookPoint
@@ -89,6 +89,7 @@ class ICLTransformer(HookedTransformer):
                 make_lean(block)  # one LayerNorm and one QKV matmul per block; same hooks (coopetition/model/lean.py)
         if lean:
             make_lean_norm(self.ln_final)
+            make_lean_unembed(self.unembed)  # W_U as stored, not TL 3's per-call transposed copy
         if config.positional == "sinusoidal":
             table = model_init.sinusoidal_table(config.max_seq_len, config.d_model, config.sin_time)
             del self.pos_embed.W_pos

@@ -22,6 +22,7 @@ from coopetition.store.checkpoint import layout_of, load_tensors
 from coopetition.store.rundir import EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, now_iso, package_versions
 from coopetition.task.evaluators import eval_sets_tensors
 from coopetition.task.sampler import SequenceBatch
+from coopetition.train.allocator import keep_freed_memory
 from coopetition.train.evaluate import PreparedEvalSet, evaluate, prepare_eval_sets
 from coopetition.train.schedule import kept_resume_steps, schedule_steps
 from coopetition.train.setup import (Sizes, derive_sizes, eval_sets_for, load_run_bank, model_for, stored_eval_sets,
@@ -58,6 +59,7 @@ def build_training(config: RunConfig, run_dir: Path | None) -> Training:
     tc = config.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    keep_freed_memory()  # no page faults for the step's large tensors (coopetition/train/allocator.py)
     device = torch.device(tc.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is cuda but no CUDA device is available")
