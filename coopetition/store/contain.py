@@ -109,8 +109,11 @@ def contained(run: Path, kind: RunFile, entry: str | None = None, step: int | No
     folder = root / kind.folder if kind.folder else root
     try:
         resolved = (folder / name).resolve()
-    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop
+        looped = resolved.is_symlink()  # Python >= 3.13's resolve() hands a symlink loop back instead of raising
+    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop (Python < 3.13)
         raise DataError(f"{where}: cannot resolve it ({err})") from None
+    if looped:
+        raise DataError(f"{where}: cannot resolve it (a symlink loop)")
     if resolved.parent != folder or kind.step_of(resolved.name) != carried:
         raise DataError(f"{where} leads to {resolved}, outside {kind.entry('')} of the run dir {root}")
     return resolved
