@@ -10,7 +10,6 @@ import torch
 
 from coopetition.errors import ConfigError
 from coopetition.interventions import intervene
-from coopetition.model import ICLTransformer
 from coopetition.store.checkpoint import file_sha256, load_tensors
 from coopetition.store.rundir import RunReader
 from coopetition.train.evaluate import evaluate, prepare_eval_sets
@@ -57,8 +56,7 @@ def test_graft_out_runs_our_early_layers_into_the_frozen_late_layers(source):
     frozen = source_model(source)
     exemplars, labels, _ = batch(ours)
     _, cache = ours.run_cached(exemplars, labels)
-    residual = ICLTransformer.__mro__[1].forward(frozen, cache["blocks.0.hook_resid_post"], start_at_layer=1,
-                                                 stop_at_layer=2)
+    residual = frozen.blocks[1](cache["blocks.0.hook_resid_post"])
     expected = frozen.unembed(frozen.ln_final(residual))[:, -1]
     torch.testing.assert_close(wrapped(exemplars, labels), expected, rtol=0, atol=1e-5)
 
@@ -69,8 +67,7 @@ def test_graft_in_runs_our_late_layers_on_the_frozen_residual(source):
     frozen = source_model(source)
     exemplars, labels, _ = batch(ours)
     _, cache = frozen.run_cached(exemplars, labels)
-    residual = ICLTransformer.__mro__[1].forward(ours, cache["blocks.0.hook_resid_post"], start_at_layer=1,
-                                                 stop_at_layer=2)
+    residual = ours.blocks[1](cache["blocks.0.hook_resid_post"])
     torch.testing.assert_close(wrapped(exemplars, labels), ours.unembed(ours.ln_final(residual))[:, -1],
                                rtol=0, atol=1e-5)
     trainable = {id(p) for p in wrapped.trainable_parameters()}

@@ -31,6 +31,7 @@ from coopetition.interventions import Intervened, PathPatch
 from coopetition.interventions.paths import (DIRECT, EMBEDDINGS, INPUTS, LOGITS, head_node, receiver_hook,
                                              sender_names, sender_output)
 from coopetition.model.config import ModelConfig
+from coopetition.model.sites import residual_entering
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache
@@ -54,8 +55,7 @@ def edges(model: ModelConfig) -> list[PathPatch]:
 def cache_names(model: ModelConfig) -> list[str]:
     """What the clean and corrupted passes keep: every sender's output, and the residual stream where batched
     variants start."""
-    resid = [f"blocks.{l}.hook_resid_pre" for l in range(model.n_layers)]
-    return resid + [f"blocks.{model.n_layers - 1}.hook_resid_post"] + sender_names(model)
+    return [residual_entering(l, model.n_layers) for l in range(model.n_layers + 1)] + sender_names(model)
 
 
 def attribution(forward: Intervened, pair: PatchPair, clean: ActivationCache, corrupt: ActivationCache,

@@ -24,7 +24,7 @@ from coopetition.config import RunConfig
 from coopetition.errors import CorruptCheckpointWarning, DataError
 from coopetition.interventions import Intervened, Intervention, validated
 from coopetition.store.atomic import atomic_write
-from coopetition.store.checkpoint import CheckpointInfo, layout_of, load_tensors
+from coopetition.store.checkpoint import CheckpointInfo, load_tensors
 from coopetition.store.rundir import RunReader
 from coopetition.task.evaluators import EvaluatorSpec
 from coopetition.task.sampler import SequenceBatch, gather_features, sample_sequences
@@ -166,7 +166,7 @@ class LoadedRun:
 
 def load_checkpoint(model: ICLTransformer, info: CheckpointInfo, device: str | torch.device = "cpu") -> None:
     """Load ``info`` into ``model``: size, sha256 and the model's own state-dict layout are checked first."""
-    state, _ = load_tensors(info.path, device, info.bytes, info.sha256, layout_of(model.state_dict()))
+    state, _ = load_tensors(info.path, device, info.bytes, info.sha256, model.checkpoint_layout())
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

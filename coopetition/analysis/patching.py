@@ -24,6 +24,7 @@ import torch
 from coopetition.analysis.base import Analysis, Checkpoint
 from coopetition.analysis.pairs import PatchPair, build_pairs
 from coopetition.interventions import Intervened, Patch
+from coopetition.model.sites import hook_name, residual_entering
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache
@@ -34,8 +35,7 @@ HEAD_PARTS = ("z", "q", "k", "v", "pattern")
 
 def resid_points(n_layers: int) -> list[tuple[int, str]]:
     """(layer index in the table, hook name): the residual before each block and after the last."""
-    return [(l, f"blocks.{l}.hook_resid_pre") for l in range(n_layers)] + [
-        (n_layers, f"blocks.{n_layers - 1}.hook_resid_post")]
+    return [(l, residual_entering(l, n_layers)) for l in range(n_layers + 1)]
 
 
 def _where(component: str, layer: int, head: int = -1, position: int = -1) -> dict:
@@ -65,7 +65,7 @@ def attribution(forward: Intervened, pair: PatchPair, clean: ActivationCache,
     network (the run's interventions on)."""
     n_layers = forward.network.cfg.n_layers
     names = [name for _, name in resid_points(n_layers)] + [
-        f"blocks.{l}.attn.hook_{part}" for l in range(n_layers) for part in HEAD_PARTS]
+        hook_name(part, l) for l in range(n_layers) for part in HEAD_PARTS]
     with torch.enable_grad():
         exemplars = pair.corrupt.exemplars.clone().requires_grad_(True)  # so every activation carries a graph
         logits, acts = forward.capture(exemplars, pair.corrupt.context_labels, pair.corrupt.target, names,
@@ -83,16 +83,16 @@ def _attribution_rows(n_layers: int, attr: dict[str, torch.Tensor], gap: float) 
         per_pos = attr[name].sum(dim=(0, 2))
         rows += [{**_where("resid", l, -1, p), "value": float(v) * scale} for p, v in enumerate(per_pos)]
     for l in range(n_layers):
-        z = attr[f"blocks.{l}.attn.hook_z"]  # [batch, pos, head, d_head]
+        z = attr[hook_name("z", l)]  # [batch, pos, head, d_head]
         for h, v in enumerate(z.sum(dim=(0, 1, 3))):
             rows.append({**_where("z", l, h), "value": float(v) * scale})
         for (p, h), v in zip(((p, h) for p in range(z.shape[1]) for h in range(z.shape[2])),
                              z.sum(dim=(0, 3)).flatten()):
             rows.append({**_where("z", l, h, p), "value": float(v) * scale})
         for part in ("q", "k", "v"):
-            for h, v in enumerate(attr[f"blocks.{l}.attn.hook_{part}"].sum(dim=(0, 1, 3))):
+            for h, v in enumerate(attr[hook_name(part, l)].sum(dim=(0, 1, 3))):
                 rows.append({**_where(part, l, h), "value": float(v) * scale})
-        for h, v in enumerate(attr[f"blocks.{l}.attn.hook_pattern"].sum(dim=(0, 2, 3))):
+        for h, v in enumerate(attr[hook_name("pattern", l)].sum(dim=(0, 2, 3))):
             rows.append({**_where("pattern", l, h), "value": float(v) * scale})
     return rows
 

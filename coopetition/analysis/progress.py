@@ -10,8 +10,9 @@
 - ``label_to_prev`` / ``label_to_self``: raw attention from each label token to its exemplar and to itself
   (C25 appendix: layer-0 heads switch from the first, which builds ICL, to the second, which suits CIWL).
 - ``dla``: direct logit attribution of the head's output at the query to the correct label: the head output,
-  centred and divided by the final LayerNorm scale, dotted with (u_target - mean u_other) where u are the
-  LN-weight-folded unembedding columns of the target and of the other distinct context labels.
+  centred and divided by the final LayerNorm scale (``ActivationCache.stack_head_results(apply_ln=True)``), dotted
+  with (u_target - mean u_other) where u are the LN-weight-folded unembedding columns (``folded_unembed``) of the
+  target and of the other distinct context labels.
 - ``dla`` at layer -1, head -1: the same for the embeddings at the query (the direct in-weights path).
 - ``copy_score``: the same readout of the head's value output from each label token (as if it attended there
   fully), own label minus the other context labels, averaged over label tokens: > 0 means the head's OV circuit
@@ -31,6 +32,7 @@ from torch import Tensor
 from coopetition.analysis.base import Analysis, Checkpoint
 from coopetition.analysis.loading import EvalData
 from coopetition.analysis.readout import distinct_mask
+from coopetition.model.sites import hook_name
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache, ICLTransformer
@@ -41,9 +43,7 @@ MEASURES = ("induction_strength", "prev_token_score", "prev_token_score_labels",
 
 def _unembed_contrast(model: ICLTransformer, data: EvalData) -> tuple[Tensor, Tensor]:
     """Per sequence: LN-folded unembedding columns of every context label [n, ctx, d] and the target's [n, d]."""
-    folded = model.unembed.W_U * model.ln_final.w[:, None]  # [d_model, n_out]
-    n_out = folded.shape[1]
-    return folded.T[data.context_labels.clamp(max=n_out - 1)], folded.T[data.target.clamp(max=n_out - 1)]
+    return model.folded_unembed(data.context_labels), model.folded_unembed(data.target)
 
 
 def _contrast_direction(model: ICLTransformer, data: EvalData) -> Float[Tensor, "n d_model"]:
@@ -60,14 +60,14 @@ def _centre(x: Tensor) -> Tensor:
 def head_measures(model: ICLTransformer, data: EvalData,
                   cache: ActivationCache) -> dict[str, Float[Tensor, "layer head"]]:
     """Every measure in ``MEASURES`` as a [layer, head] tensor averaged over the sequences."""
-    n_layers, n_ctx, device = model.cfg.n_layers, data.n_ctx, data.classes.device
+    n_layers, n_heads, n_ctx, device = model.cfg.n_layers, model.cfg.n_heads, data.n_ctx, data.classes.device
     label_pos = torch.arange(n_ctx, device=device) * 2 + 1
     query = 2 * n_ctx
-    patterns = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"] for l in range(n_layers)], dim=1)  # b l h q k
+    patterns = torch.stack([cache[hook_name("pattern", l)] for l in range(n_layers)], dim=1)  # b l h q k
     direction = _contrast_direction(model, data)  # [n, d]
     ctx_u, _ = _unembed_contrast(model, data)
     is_target = data.context_labels == data.target[:, None]
-    scale = cache["ln_final.hook_scale"][:, query]  # [n, 1]
+    scale = cache[hook_name("ln_final_scale")][:, query]  # [n, 1]
 
     to_labels = patterns[:, :, :, query][..., label_pos]  # b l h ctx
     sign = is_target.float() * 2 - 1
@@ -81,21 +81,25 @@ def head_measures(model: ICLTransformer, data: EvalData,
     out["label_to_prev"] = patterns[:, :, :, label_pos, label_pos - 1].mean(dim=(0, 3))
     out["label_to_self"] = patterns[:, :, :, label_pos, label_pos].mean(dim=(0, 3))
 
-    dla, copy = [], []
+    # Each head's output at the query, centred and divided by the final LayerNorm's scale there: [(layer head), n, d].
+    # On a private view of the cache: stack_head_results stores the per-head results it computes in the cache.
+    from coopetition.model import slice_cache
+
+    view = slice_cache(cache, data.n)
+    if hook_name("result", 0) not in view.keys():
+        view.compute_head_results()  # z @ W_O per head (stack_head_results would log a line doing it)
+    heads = view.stack_head_results(layer=-1, pos_slice=query, apply_ln=True)
+    out["dla"] = torch.einsum("cnd,nd->cn", heads, direction).mean(1).reshape(n_layers, n_heads)
+    copy = []
     for l in range(n_layers):
-        W_O = model.blocks[l].attn.W_O  # [head, d_head, d_model]
-        z_q = cache[f"blocks.{l}.attn.hook_z"][:, query]  # [n, head, d_head]
-        head_out = _centre(torch.einsum("nhe,hed->nhd", z_q, W_O)) / scale[:, None]
-        dla.append(torch.einsum("nhd,nd->nh", head_out, direction).mean(0))
-        v_lab = cache[f"blocks.{l}.attn.hook_v"][:, label_pos]  # [n, ctx, head, d_head]
-        v_out = _centre(torch.einsum("nche,hed->nchd", v_lab, W_O)) / scale[:, None, None]
+        v_lab = cache[hook_name("v", l)][:, label_pos]  # [n, ctx, head, d_head]
+        v_out = _centre(model.head_outputs(l, v_lab)) / scale[:, None, None]
         logits = torch.einsum("nchd,nkd->nchk", v_out, ctx_u)  # value of label c read against every label k
         same_label = data.context_labels[:, :, None] == data.context_labels[:, None, :]
         others = (~same_label).float()[:, :, None, :]  # [n, ctx, 1, ctx]
         own = logits.diagonal(dim1=1, dim2=3).transpose(1, 2)  # [n, ctx, head]
         contrast = own - (logits * others).sum(-1) / others.sum(-1).clamp(min=1)
         copy.append(contrast.mean(dim=(0, 1)))
-    out["dla"] = torch.stack(dla)
     out["copy_score"] = torch.stack(copy)
     return out
 
@@ -105,8 +109,8 @@ def direct_path_dla(model: ICLTransformer, data: EvalData, cache: ActivationCach
     route from the query exemplar straight to the unembedding, with the same contrast as the heads' ``dla``."""
     query = 2 * data.n_ctx
     direction = _contrast_direction(model, data)
-    embedded = _centre(cache["blocks.0.hook_resid_pre"][:, query]) / cache["ln_final.hook_scale"][:, query]
-    return float((embedded * direction).sum(-1).mean())
+    embedded = cache.apply_ln_to_stack(cache[hook_name("resid_pre", 0)][None, :, query], layer=-1, pos_slice=query)
+    return float((embedded[0] * direction).sum(-1).mean())
 
 
 def progress_rows(model: ICLTransformer, data: EvalData, cache: ActivationCache) -> list[dict]:
@@ -122,7 +126,7 @@ def attention_rows(model: ICLTransformer, cache: ActivationCache) -> list[dict]:
     """Mean attention pattern per head: ``layer, head, query_pos, key_pos, value`` (causal entries only)."""
     rows = []
     for l in range(model.cfg.n_layers):
-        mean = cache[f"blocks.{l}.attn.hook_pattern"].mean(0)  # head q k
+        mean = cache[hook_name("pattern", l)].mean(0)  # head q k
         for h in range(mean.shape[0]):
             for q in range(mean.shape[1]):
                 rows += [{"layer": l, "head": h, "query_pos": q, "key_pos": k, "value": float(mean[h, q, k])}

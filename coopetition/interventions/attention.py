@@ -19,6 +19,7 @@ from coopetition.interventions.base import (HeadRef, HeadsAndNumberIntervention,
                                             Intervention, check_heads, expect_args, format_heads, heads_by_layer,
                                             parse_int, split_heads)
 from coopetition.model.config import ModelConfig
+from coopetition.model.sites import hook_name, residual_entering
 
 PRESERVABLE = ("patterns", "queries", "keys", "values")
 ABLATIONS = ("zero", "mean", "resample")
@@ -39,7 +40,7 @@ def mask_scores(heads: tuple[HeadRef, ...], model: ModelConfig, keys_barred) -> 
             barred = keys_barred(scores.shape[-1], scores.device)
             mask = head_mask(layer_heads, scores.shape[1], scores.device)[:, None, None] & barred
             return scores.masked_fill(mask, float("-inf"))
-        hooks.append((f"blocks.{layer}.attn.hook_attn_scores", fn))
+        hooks.append((hook_name("attn_scores", layer), fn))
     return hooks
 
 
@@ -82,12 +83,12 @@ class Ablate(Intervention):
     def clean_names(self, model: ModelConfig) -> list[str]:
         if self.method == "zero":
             return []
-        return [f"blocks.{layer}.attn.hook_z" for layer in heads_by_layer(self.heads, model.n_heads)]
+        return [hook_name("z", layer) for layer in heads_by_layer(self.heads, model.n_heads)]
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
         hooks = []
         for layer, layer_heads in heads_by_layer(self.heads, model.n_heads).items():
-            name = f"blocks.{layer}.attn.hook_z"
+            name = hook_name("z", layer)
             if self.method == "zero":
                 source = None
             else:
@@ -143,10 +144,10 @@ class Preserve(Intervention):
 
     def _names(self, model: ModelConfig) -> list[str]:
         rotary = model.positional == "rotary"
-        suffix = {"patterns": "hook_pattern", "queries": "hook_rot_q" if rotary else "hook_q",
-                  "keys": "hook_rot_k" if rotary else "hook_k", "values": "hook_v"}
+        kind = {"patterns": "pattern", "queries": "rot_q" if rotary else "q", "keys": "rot_k" if rotary else "k",
+                "values": "v"}
         layers = self.layers if self.layers is not None else range(model.n_layers)
-        return [f"blocks.{layer}.attn.{suffix[w]}" for layer in layers for w in self.what]
+        return [hook_name(kind[w], layer) for layer in layers for w in self.what]
 
     def clean_names(self, model: ModelConfig) -> list[str]:
         return self._names(model)
@@ -205,10 +206,8 @@ class Patch(Intervention):
 
     def hook_name(self, model: ModelConfig) -> str:
         if self.component == "resid":
-            if self.layer == model.n_layers:
-                return f"blocks.{model.n_layers - 1}.hook_resid_post"
-            return f"blocks.{self.layer}.hook_resid_pre"
-        return f"blocks.{self.layer}.attn.hook_{self.component}"
+            return residual_entering(self.layer, model.n_layers)
+        return hook_name(self.component, self.layer)
 
     def index(self) -> tuple:
         """Where in the activation, after the batch dimension: resid [pos, d]; z/q/k/v [pos, head, d]; pattern
@@ -247,7 +246,7 @@ class AblateEmbedding(Intervention):
         return cls()
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
-        return [("hook_embed", lambda x, hook: torch.zeros_like(x))]
+        return [(hook_name("embed"), lambda x, hook: torch.zeros_like(x))]
 
 
 @dataclass(frozen=True)
@@ -270,7 +269,7 @@ class Temperature(HeadsAndNumberIntervention):
                 scale = torch.ones(scores.shape[1], device=scores.device, dtype=scores.dtype)
                 scale[layer_heads] = 1.0 / self.temperature
                 return scores * scale[:, None, None]
-            hooks.append((f"blocks.{layer}.attn.hook_attn_scores", fn))
+            hooks.append((hook_name("attn_scores", layer), fn))
         return hooks
 
 

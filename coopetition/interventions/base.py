@@ -33,13 +33,13 @@ from torch import Tensor
 
 from coopetition.errors import ConfigError
 from coopetition.model.config import ModelConfig
+from coopetition.model.sites import hook_block  # noqa: F401  (re-exported: engine, graft)
 
 Hook = tuple[str, Callable[..., Any]]
 HeadRef = tuple[int, int | None]  # (layer, head); head None = every head of the layer
 
 _HEAD = r"\d+:(?:\d+|\*)"
 _HEADS = re.compile(rf"^(?P<heads>{_HEAD}(?:,{_HEAD})*)(?::(?P<rest>.*))?$")
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
 @dataclass
@@ -121,14 +121,6 @@ class Intervention:
                     labels: Int[Tensor, "batch k"] | None) -> Float[Tensor, "batch k"]:
         """``logits`` are the query logits of every class (``labels`` None) or of the classes ``labels`` names."""
         return logits
-
-
-def hook_block(name: str) -> int:
-    """The block a hook point lives in: -1 for the embeddings, n for ``blocks.n.*``, a large number after them."""
-    if name.startswith(("hook_embed", "hook_pos_embed", "embed.")):
-        return -1
-    match = _BLOCK.match(name)
-    return int(match.group(1)) if match else 1 << 30
 
 
 def parse_spec(spec: str) -> Intervention:

@@ -22,6 +22,7 @@ from coopetition.interventions.base import (HeadRef, HeadsAndNumberIntervention,
                                             check_heads, expect_args, format_heads, format_number, heads_by_layer,
                                             parse_number, split_heads)
 from coopetition.model.config import ModelConfig
+from coopetition.model.sites import hook_name
 
 # (batch, n_pos, device, dtype) -> (rows [q] bool, pattern [batch or 1, q, k]) to write into those rows
 PatternFn = Callable[[int, int, torch.device, torch.dtype], tuple[Tensor, Tensor]]
@@ -35,7 +36,7 @@ def clamp_pattern(heads: tuple[HeadRef, ...], model: ModelConfig, new_pattern: P
             rows, values = new_pattern(batch, n_pos, pattern.device, pattern.dtype)
             where = head_mask(layer_heads, n_heads, pattern.device)[:, None, None] & rows[None, :, None]
             return torch.where(where, values[:, None], pattern)
-        hooks.append((f"blocks.{layer}.attn.hook_pattern", fn))
+        hooks.append((hook_name("pattern", layer), fn))
     return hooks
 
 
@@ -173,7 +174,7 @@ class Copy(Intervention):
 
         def grab(scores: Tensor, hook) -> None:
             inputs.scratch[self._key] = scores[:, head, -1, 1:-1:2]  # query -> label tokens [batch, ctx]
-        return [(f"blocks.{layer}.attn.hook_attn_scores", grab)]
+        return [(hook_name("attn_scores", layer), grab)]
 
     @property
     def _key(self) -> str:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from coopetition.interventions.base import Hook, Inputs, Intervention, hook_block
 from coopetition.interventions.graft import Graft
+from coopetition.model.sites import residual_entering
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache, ICLTransformer
@@ -239,7 +240,7 @@ def intervene(interventions: Sequence[Intervention | str], model: ICLTransformer
 
 
 def _resid_name(start: int, n_layers: int) -> str:
-    return f"blocks.{start}.hook_resid_pre" if start < n_layers else f"blocks.{n_layers - 1}.hook_resid_post"
+    return residual_entering(start, n_layers)
 
 
 def _freeze(model: ICLTransformer) -> ICLTransformer:

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from coopetition.interventions.base import Hook, Inputs, Intervention
 from coopetition.model.config import ModelConfig
+from coopetition.model.sites import hook_name
 
 EMBEDDINGS = ("exemplar", "label", "position")
 INPUTS = ("q", "k", "v")
@@ -45,8 +46,8 @@ def parse_head(node: str) -> tuple[int, int] | None:
 
 def sender_names(model: ModelConfig) -> list[str]:
     """Hook names a cache needs for ``sender_output`` of every node (with ``per_head_hooks`` on)."""
-    names = ["hook_embed"] + (["hook_pos_embed"] if model.positional != "rotary" else [])
-    return names + [f"blocks.{l}.attn.hook_result" for l in range(model.n_layers)]
+    names = [hook_name("embed")] + ([hook_name("pos_embed")] if model.positional != "rotary" else [])
+    return names + [hook_name("result", l) for l in range(model.n_layers)]
 
 
 def sender_output(cache: Mapping[str, Tensor], sender: str) -> Float[Tensor, "batch pos d_model"]:
@@ -54,10 +55,10 @@ def sender_output(cache: Mapping[str, Tensor], sender: str) -> Float[Tensor, "ba
     labels at odd ones of ``hook_embed`` (the interleaved token embeddings), so each is the other zeroed."""
     head = parse_head(sender)
     if head is not None:
-        return cache[f"blocks.{head[0]}.attn.hook_result"][:, :, head[1]]
+        return cache[hook_name("result", head[0])][:, :, head[1]]
     if sender == "position":
-        return cache["hook_pos_embed"]
-    embed = cache["hook_embed"]
+        return cache[hook_name("pos_embed")]
+    embed = cache[hook_name("embed")]
     keep = (embed.new_ones(embed.shape[1]).cumsum(0) - 1) % 2 == (0 if sender == "exemplar" else 1)
     return embed * keep[None, :, None]
 
@@ -65,9 +66,9 @@ def sender_output(cache: Mapping[str, Tensor], sender: str) -> Float[Tensor, "ba
 def receiver_hook(receiver: str, input: str, model: ModelConfig) -> tuple[str, tuple]:
     """(hook name, index after the batch dimension) where an edge into ``receiver`` through ``input`` lands."""
     if receiver == LOGITS:
-        return f"blocks.{model.n_layers - 1}.hook_resid_post", ()
+        return hook_name("resid_post", model.n_layers - 1), ()
     layer, head = parse_head(receiver)
-    return f"blocks.{layer}.hook_{input}_input", (slice(None), head)
+    return hook_name(f"{input}_input", layer), (slice(None), head)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""The sequence classifier: a TransformerLens HookedTransformer fed interleaved exemplar/label tokens.
+"""The sequence classifier: our own TransformerLens ``HookedRootModule`` fed interleaved exemplar/label tokens.
 
-``ICLTransformer`` and ``build_model`` are imported on first use (PEP 562): importing TransformerLens costs ~7 CPU-s,
-and config validation, ``sweep status`` or ``presets`` only need ``ModelConfig``.
+``ICLTransformer`` and ``build_model`` are imported on first use (PEP 562): they import TransformerLens (2.5-4.5
+CPU-s, docs/model.md), and config validation, ``--help``, ``sweep status`` or ``presets`` only need ``ModelConfig``
+and the hook-name vocabulary (``coopetition.model.sites``), which import neither torch nor TransformerLens.
 """
 
 from typing import Any

@@ -53,3 +53,47 @@ class ModelConfig:
     @property
     def attn_only(self) -> bool:
         return self.mlp_ratio is None
+
+
+@dataclass(frozen=True)
+class HookedConfig:
+    """The network's ``cfg``: the fields of TransformerLens's ``HookedTransformerConfig`` that this architecture
+    uses, under the same names, so ``ActivationCache`` methods and users' notebooks read ``model.cfg.n_layers``,
+    ``d_head``, ``normalization_type`` ... as they would on a ``HookedTransformer``. Built from a ``ModelConfig``
+    and the data's sizes (``from_model``); frozen: ``per_head_hooks`` swaps in a copy with its two switches on."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_head: int
+    n_ctx: int
+    d_vocab: int
+    d_vocab_out: int
+    attn_only: bool
+    d_mlp: int | None
+    act_fn: str | None
+    positional_embedding_type: str
+    rotary_dim: int
+    rotary_base: float
+    rotary_adjacent_pairs: bool = True
+    normalization_type: str = "LN"
+    eps: float = 1e-5
+    attention_dir: str = "causal"
+    use_attn_scale: bool = True
+    use_attn_result: bool = False
+    use_split_qkv_input: bool = False
+    use_attn_in: bool = False
+    use_hook_mlp_in: bool = False
+    parallel_attn_mlp: bool = False
+    original_architecture: str = "coopetition.ICLTransformer"
+    model_name: str = "ICLTransformer"
+    device: str = "cpu"
+
+    @classmethod
+    def from_model(cls, config: ModelConfig, n_outputs: int, device: str = "cpu") -> "HookedConfig":
+        return cls(n_layers=config.n_layers, d_model=config.d_model, n_heads=config.n_heads, d_head=config.d_head,
+                   n_ctx=config.max_seq_len, d_vocab=1, d_vocab_out=n_outputs, attn_only=config.attn_only,
+                   d_mlp=None if config.attn_only else config.d_model * config.mlp_ratio,
+                   act_fn=None if config.attn_only else "gelu_new",  # the reference's tanh-approximated GELU
+                   positional_embedding_type="rotary" if config.positional == "rotary" else "standard",
+                   rotary_dim=config.d_head, rotary_base=config.sin_time, device=device)

@@ -1,102 +1,67 @@
-"""The model adapter (with ``lean.py``, the only modules that import TransformerLens): our sequence classifier as a
-``HookedTransformer`` subclass.
+"""The model adapter: our sequence classifier as a TransformerLens ``HookedRootModule``.
 
 Inputs are exemplar vectors and context labels, not token ids. They are embedded by ``InterleavedEmbed`` (hook points
 ``embed.hook_exemplar_embed`` and ``embed.hook_label_embed``), interleaved as ``x1 y1 ... xN yN xq`` into
-``hook_embed``, given positions (``hook_pos_embed``) and run through TransformerLens's own blocks, so every standard
-hook name (``blocks.{l}.attn.hook_pattern``, ``blocks.{l}.hook_resid_post`` ...) and ``run_with_cache`` /
-``run_with_hooks`` work unchanged. The reference has no attention biases: TransformerLens's b_Q/b_K/b_V/b_O are
-turned into zero buffers, so they are neither trained nor counted. Blocks are TransformerLens's, made lean
-(``coopetition/model/lean.py``: one LayerNorm and one Q/K/V matmul per block, same hooks and values).
+``hook_embed``, given positions (``hook_pos_embed``) and run through our own blocks (``model/components.py``), whose
+parameters, buffers and hook points carry TransformerLens's names (``blocks.{l}.attn.hook_pattern``, ``W_Q`` ...), so
+``run_with_cache`` / ``run_with_hooks``, hook strings and checkpoints of the earlier ``HookedTransformer``-based model
+work unchanged. ``run_with_cache`` returns TransformerLens's ``ActivationCache``. TransformerLens's permanent core
+(``model/tl.py``) is all this needs, so it runs on TransformerLens 2.x, 3.x and 4.x alike; ``to_hooked_transformer``
+(``model/bridge.py``) hands a 2.x/3.x user a real ``HookedTransformer`` with the same weights.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Collection, Iterator, Sequence
+import re
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from dataclasses import replace
+from typing import Any, Literal
 
 import torch
-from einops import rearrange
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from coopetition.bounded import TensorLayout
 from coopetition.model import init as model_init
-from coopetition.model.config import ModelConfig
-from coopetition.model.lean import fuse_training_kernels, make_lean, make_lean_norm, make_lean_unembed
-
-from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
-from transformer_lens.hook_points import HookPoint
-
-# TransformerLens 3.x warns on every HookedTransformer construction that the class goes in 4.0 (which pyproject
-# excludes). It is not the user's to act on, so it is dropped here, by its message, and nothing else is.
-warnings.filterwarnings("ignore", message=r"HookedTransformer is deprecated", category=DeprecationWarning)
-
-# Blocks are built lean (coopetition/model/lean.py) unless ``lean=False`` asks for TransformerLens's stock blocks
-# (tests/test_model_lean.py compares the two; bench/train_vs_plain.py --stock times them).
-LEAN_DEFAULT = True
+from coopetition.model.components import (InterleavedEmbed, LayerNorm, PosEmbed, TransformerBlock, Unembed,
+                                          fuse_training_kernels)
+from coopetition.model.config import HookedConfig, ModelConfig
+from coopetition.model.tl import ActivationCache, HookedRootModule, HookPoint
 
 __all__ = ["ActivationCache", "HookPoint", "ICLTransformer", "InterleavedEmbed", "build_model", "slice_cache", "splice"]
 
-
-class InterleavedEmbed(nn.Module):
-    """Exemplars through a learned affine map, labels through a table (no bias), interleaved into one sequence."""
-
-    def __init__(self, input_dim: int, n_labels: int, d_model: int):
-        super().__init__()
-        self.W_x = nn.Parameter(torch.empty(input_dim, d_model))
-        self.b_x = nn.Parameter(torch.zeros(d_model))
-        self.W_L = nn.Parameter(torch.empty(n_labels, d_model))
-        self.hook_exemplar_embed = HookPoint()  # [batch, N+1, d_model]
-        self.hook_label_embed = HookPoint()  # [batch, N, d_model]
-
-    def forward(self, exemplars: Float[Tensor, "batch item dim"],
-                context_labels: Int[Tensor, "batch ctx"]) -> Float[Tensor, "batch pos d_model"]:
-        x = self.hook_exemplar_embed(exemplars @ self.W_x + self.b_x)
-        n_labels = self.W_L.shape[0]
-        known = (context_labels < n_labels).unsqueeze(-1)  # the reference's one-hot of an unknown label is zero
-        y = self.hook_label_embed(self.W_L[context_labels.clamp(max=n_labels - 1)] * known)
-        n_ctx = y.shape[1]
-        pairs = rearrange(torch.stack([x[:, :n_ctx], y], dim=2), "batch ctx pair d -> batch (ctx pair) d")
-        return torch.cat([pairs, x[:, n_ctx:]], dim=1)
+# Buffers that checkpoints of the HookedTransformer-based model carry and this one does not store (they are fixed
+# functions of the config): TransformerLens 2.x saved the causal mask [n_ctx, n_ctx], 3.x an empty one, both the
+# -inf fill value and, for rotary models, the sin/cos tables. Loading drops them.
+LEGACY_BUFFERS = re.compile(r"blocks\.\d+\.attn\.(mask|IGNORE|rotary_sin|rotary_cos)")
 
 
-class ICLTransformer(HookedTransformer):
+class ICLTransformer(HookedRootModule):
     """``model(exemplars, context_labels)`` -> query logits ``[batch, n_outputs]`` (or every position's with
     ``positions="all"``). Token positions: exemplar i at ``2i``, its label at ``2i+1``, the query at ``2N``."""
 
     def __init__(self, config: ModelConfig, input_dim: int, n_labels: int, n_outputs: int,
-                 init_seed: int, device: str | torch.device = "cpu", lean: bool = LEAN_DEFAULT):
-        tl_config = HookedTransformerConfig(
-            n_layers=config.n_layers, d_model=config.d_model, n_heads=config.n_heads, d_head=config.d_head,
-            n_ctx=config.max_seq_len, d_vocab=1, d_vocab_out=n_outputs, attn_only=config.attn_only,
-            d_mlp=None if config.attn_only else config.d_model * config.mlp_ratio,
-            act_fn=None if config.attn_only else "gelu_new",  # the reference's tanh-approximated GELU
-            normalization_type="LN", eps=1e-5, init_weights=False, default_prepend_bos=False,
-            positional_embedding_type="rotary" if config.positional == "rotary" else "standard",
-            rotary_dim=config.d_head, rotary_adjacent_pairs=True, rotary_base=config.sin_time,
-            device=str(device),
-        )
-        super().__init__(tl_config, move_to_device=False)
+                 init_seed: int, device: str | torch.device = "cpu"):
+        super().__init__()
         self.model_config = config
+        self.cfg = HookedConfig.from_model(config, n_outputs, str(device))
         self.input_dim, self.n_labels, self.n_outputs = input_dim, n_labels, n_outputs
         self.embed = InterleavedEmbed(input_dim, n_labels, config.d_model)
-        for block in self.blocks:
-            for name in ("b_Q", "b_K", "b_V", "b_O"):
-                _to_zero_buffer(block.attn, name)
-            if lean:
-                make_lean(block)  # one LayerNorm and one QKV matmul per block; same hooks (coopetition/model/lean.py)
-        if lean:
-            make_lean_norm(self.ln_final)
-            make_lean_unembed(self.unembed)  # W_U as stored, not TL 3's per-call transposed copy
-        if config.positional == "sinusoidal":
-            table = model_init.sinusoidal_table(config.max_seq_len, config.d_model, config.sin_time)
-            del self.pos_embed.W_pos
-            self.pos_embed.register_buffer("W_pos", table)
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        if config.positional != "rotary":
+            table = None
+            if config.positional == "sinusoidal":
+                table = model_init.sinusoidal_table(config.max_seq_len, config.d_model, config.sin_time)
+            self.pos_embed = PosEmbed(self.cfg, table)
+            self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        self.blocks = nn.ModuleList([TransformerBlock(self.cfg, layer) for layer in range(config.n_layers)])
+        self.ln_final = LayerNorm(self.cfg)
+        self.unembed = Unembed(self.cfg)
         self.reset_parameters(init_seed)
-        self.setup()  # re-register hook points now that the embedding module is ours
-        nn.Module.to(self, device)  # HookedTransformer.to prints a line on every call
+        self.register_load_state_dict_pre_hook(_drop_legacy_buffers)
+        self.setup()
+        nn.Module.to(self, device)
 
     def reset_parameters(self, seed: int) -> None:
         """Reference initialisation from one seed, in a fixed parameter order."""
@@ -117,13 +82,13 @@ class ICLTransformer(HookedTransformer):
         with torch.no_grad():
             self.embed.b_x.zero_()
             self.unembed.b_U.zero_()
-            for name, param in self.named_parameters():
-                if name.endswith((".b_in", ".b_out")):
-                    param.zero_()
-                elif name.endswith(".w") and "ln" in name:
-                    param.fill_(1.0)
-                elif name.endswith(".b") and "ln" in name:
-                    param.zero_()
+            for module in self.modules():
+                if isinstance(module, LayerNorm):
+                    module.w.fill_(1.0)
+                    module.b.zero_()
+                elif hasattr(module, "b_in"):
+                    module.b_in.zero_()
+                    module.b_out.zero_()
 
     # --- the one forward path: embed, run blocks (from any layer), read out the query -------------------------
 
@@ -133,18 +98,16 @@ class ICLTransformer(HookedTransformer):
         (``hook_pos_embed``; none for rotary models, which rotate queries and keys instead)."""
         residual = self.hook_embed(self.embed(exemplars, context_labels))
         if self.cfg.positional_embedding_type != "rotary":
-            n_pos = residual.shape[1]
-            residual = residual + self.hook_pos_embed(self.pos_embed.W_pos[:n_pos].expand_as(residual))
+            residual = residual + self.hook_pos_embed(self.pos_embed(residual))
         return residual
 
     def run_blocks(self, residual: Float[Tensor, "batch pos d_model"], start: int = 0,
                    stop: int | None = None) -> Float[Tensor, "batch pos d_model"]:
         """Blocks ``start`` .. ``stop - 1`` (default: to the end) on a residual stream; their hook points fire, so a
         pass may start from a cached ``blocks.{start}.hook_resid_pre``."""
-        stop = self.cfg.n_layers if stop is None else stop
-        if start >= stop:
-            return residual
-        return super().forward(residual, start_at_layer=start, stop_at_layer=stop)
+        for block in self.blocks[start:stop]:
+            residual = block(residual)
+        return residual
 
     def unembed_query(self, residual: Float[Tensor, "batch pos d_model"],
                       labels: Int[Tensor, "batch k"] | None = None) -> Tensor:
@@ -174,6 +137,14 @@ class ICLTransformer(HookedTransformer):
 
     # --- hooks: the rest of the package installs and reads them only through these -------------------------------
 
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> tuple[Tensor, ActivationCache]:
+        """TransformerLens's ``run_with_cache``, returning an ``ActivationCache`` (as ``HookedTransformer``'s does):
+        ``decompose_resid``, ``apply_ln_to_stack``, ``stack_head_results``, ``logit_attrs`` work on it."""
+        out, cache = super().run_with_cache(*args, **kwargs)
+        if isinstance(cache, ActivationCache):
+            return out, cache
+        return out, ActivationCache(cache, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+
     @contextmanager
     def hooked(self, fwd_hooks: Sequence[tuple[str, Callable]]) -> Iterator["ICLTransformer"]:
         """Forward hooks ``(hook name, fn(activation, hook) -> activation | None)`` for the passes inside the block,
@@ -193,21 +164,32 @@ class ICLTransformer(HookedTransformer):
     def per_head_hooks(self) -> Iterator["ICLTransformer"]:
         """Inside the block, every attention layer also exposes each head's own input and output:
         ``blocks.{l}.hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` ``[batch, pos, head, d_model]`` (the
-        residual stream as that head's query, key or value reads it, before LayerNorm) and ``blocks.{l}.attn.hook_result``
-        ``[batch, pos, head, d_model]`` (what the head writes). Path patching and edge attribution edit one head's
-        input alone; the values are the same as without it, it only costs memory."""
-        before = (self.cfg.use_split_qkv_input, self.cfg.use_attn_result)
-        self.set_use_split_qkv_input(True)
-        self.set_use_attn_result(True)
+        residual stream as that head's query, key or value reads it, before LayerNorm) and
+        ``blocks.{l}.attn.hook_result`` ``[batch, pos, head, d_model]`` (what the head writes). Path patching and
+        edge attribution edit one head's input alone; the values are the same as without it, it only costs memory."""
+        before = self.cfg
+        self._set_cfg(replace(before, use_split_qkv_input=True, use_attn_result=True))
         try:
             yield self
         finally:
-            self.set_use_split_qkv_input(before[0])
-            self.set_use_attn_result(before[1])
+            self._set_cfg(before)
+
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        """TransformerLens's switch: cache each head's output (``blocks.{l}.attn.hook_result``)."""
+        self._set_cfg(replace(self.cfg, use_attn_result=use_attn_result))
+
+    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
+        """TransformerLens's switch: give each head its own query/key/value input (``blocks.{l}.hook_q_input`` ...)."""
+        self._set_cfg(replace(self.cfg, use_split_qkv_input=use_split_qkv_input))
+
+    def _set_cfg(self, cfg: HookedConfig) -> None:
+        for module in self.modules():
+            if hasattr(module, "cfg"):
+                module.cfg = cfg
 
     def fuse_training_kernels(self, on: bool = True) -> None:
-        """Fused attention and LayerNorm kernels in train mode while no hook listens (``model/lean.py`` says why
-        only there); a stock-block model (``lean=False``) is unaffected."""
+        """Fused attention and LayerNorm kernels in train mode while no hook listens (``model/components.py`` says
+        why only there)."""
         fuse_training_kernels(self, on)
 
     def hook_names(self) -> list[str]:
@@ -216,16 +198,103 @@ class ICLTransformer(HookedTransformer):
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    # --- weights as analyses read them ---------------------------------------------------------------------------
 
-def _to_zero_buffer(module: nn.Module, name: str) -> None:
-    value = torch.zeros_like(getattr(module, name).data)
-    delattr(module, name)
-    module.register_buffer(name, value)
+    def head_outputs(self, layer: int, z: Float[Tensor, "... head d_head"]) -> Float[Tensor, "... head d_model"]:
+        """What each head of ``layer`` writes to the residual stream for value-weighted vectors ``z`` (``hook_z``,
+        or a single value vector ``hook_v`` read as if attended to fully): ``z @ W_O`` per head."""
+        return torch.einsum("...he,hed->...hd", z, self.blocks[layer].attn.W_O)
+
+    def folded_unembed(self, classes: Int[Tensor, "..."]) -> Float[Tensor, "... d_model"]:
+        """The unembedding columns of ``classes`` with the final LayerNorm's weight folded in: a direction in the
+        (centred, scale-divided) residual stream whose dot product is the class's logit, less the LN bias and
+        ``b_U`` (the same for every direction contrast). Classes past the output layer read as the last class."""
+        folded = self.unembed.W_U * self.ln_final.w[:, None]  # [d_model, n_out]
+        return folded.T[classes.clamp(max=self.n_outputs - 1)]
+
+    def tokens_to_residual_directions(self, tokens: Int[Tensor, "..."] | int) -> Tensor:
+        """TransformerLens's name for an output class's unembedding column (``ActivationCache.logit_attrs`` calls
+        it); no LayerNorm folding, as on a ``HookedTransformer``."""
+        return self.unembed.W_U.T[torch.as_tensor(tokens, device=self.unembed.W_U.device)]
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> Tensor:
+        """Sum of the attention/MLP output biases before ``layer`` (all zero for attention; ``decompose_resid``)."""
+        total = torch.zeros(self.cfg.d_model, device=self.unembed.W_U.device)
+        for i, block in enumerate(self.blocks[:layer + (1 if mlp_input else 0)]):
+            total = total + block.attn.b_O
+            if include_mlp_biases and not self.cfg.attn_only and i < layer:
+                total = total + block.mlp.b_out
+        return total
+
+    def to_hooked_transformer(self) -> nn.Module:
+        """The same network as a TransformerLens 2.x/3.x ``HookedTransformer`` (``model/bridge.py``); on 4.x an
+        error saying why not."""
+        from coopetition.model.bridge import to_hooked_transformer
+
+        return to_hooked_transformer(self)
+
+    # TransformerLens's weight shortcuts (``HookedTransformer.W_O`` ...): per-layer weights stacked on a first
+    # ``layer`` axis, for notebooks written against a HookedTransformer.
+    @property
+    def W_U(self) -> Tensor:
+        return self.unembed.W_U
+
+    @property
+    def b_U(self) -> Tensor:
+        return self.unembed.b_U
+
+    @property
+    def W_pos(self) -> Tensor:
+        return self.pos_embed.W_pos
+
+    def _stacked(self, part: str, name: str) -> Tensor:
+        return torch.stack([getattr(getattr(block, part), name) for block in self.blocks])
+
+    W_Q = property(lambda self: self._stacked("attn", "W_Q"))
+    W_K = property(lambda self: self._stacked("attn", "W_K"))
+    W_V = property(lambda self: self._stacked("attn", "W_V"))
+    W_O = property(lambda self: self._stacked("attn", "W_O"))
+    b_Q = property(lambda self: self._stacked("attn", "b_Q"))
+    b_K = property(lambda self: self._stacked("attn", "b_K"))
+    b_V = property(lambda self: self._stacked("attn", "b_V"))
+    b_O = property(lambda self: self._stacked("attn", "b_O"))
+    W_in = property(lambda self: self._stacked("mlp", "W_in"))
+    W_out = property(lambda self: self._stacked("mlp", "W_out"))
+    b_in = property(lambda self: self._stacked("mlp", "b_in"))
+    b_out = property(lambda self: self._stacked("mlp", "b_out"))
+
+    # --- checkpoints ---------------------------------------------------------------------------------------------
+
+    def checkpoint_layout(self) -> TensorLayout:
+        """What a checkpoint of this network may hold, checked on the file's header before its data is read: this
+        state dict's names, dtypes and shapes, all required, plus the buffers the ``HookedTransformer``-based model
+        stored (``LEGACY_BUFFERS``; any shape within the size bound), which loading drops."""
+        own = {name: (_DTYPE_NAMES[t.dtype], tuple(t.shape)) for name, t in self.state_dict().items()}
+        legacy = {}
+        for l, block in enumerate(self.blocks):
+            legacy[f"blocks.{l}.attn.mask"] = ("BOOL", None)
+            legacy[f"blocks.{l}.attn.IGNORE"] = ("F32", ())
+            if self.cfg.positional_embedding_type == "rotary":
+                for name in ("rotary_sin", "rotary_cos"):
+                    legacy[f"blocks.{l}.attn.{name}"] = ("F32", tuple(getattr(block.attn, name).shape))
+        own_bytes = sum(t.numel() * t.element_size() for t in self.state_dict().values())
+        legacy_bytes = self.cfg.n_layers * (self.cfg.n_ctx ** 2 + 4 + 2 * 4 * self.cfg.n_ctx * self.cfg.d_head)
+        return TensorLayout({**own, **legacy}, required=frozenset(own), max_tensors=len(own) + len(legacy),
+                            max_bytes=own_bytes + legacy_bytes + (1 << 20))
+
+
+_DTYPE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                torch.int64: "I64", torch.bool: "BOOL"}
+
+
+def _drop_legacy_buffers(module: nn.Module, state_dict: Mapping[str, Tensor], prefix: str, *args: Any) -> None:
+    for key in [k for k in state_dict if LEGACY_BUFFERS.fullmatch(k[len(prefix):])]:
+        del state_dict[key]
 
 
 def build_model(config: ModelConfig, input_dim: int, n_labels: int, n_outputs: int, init_seed: int,
-                device: str | torch.device = "cpu", lean: bool = LEAN_DEFAULT) -> ICLTransformer:
-    return ICLTransformer(config, input_dim, n_labels, n_outputs, init_seed, device, lean)
+                device: str | torch.device = "cpu") -> ICLTransformer:
+    return ICLTransformer(config, input_dim, n_labels, n_outputs, init_seed, device)
 
 
 def splice(front: ICLTransformer, back: ICLTransformer, layer: int) -> ICLTransformer:
@@ -238,7 +307,9 @@ def splice(front: ICLTransformer, back: ICLTransformer, layer: int) -> ICLTransf
     device = next(back.parameters()).device
     shell = ICLTransformer(back.model_config, back.input_dim, back.n_labels, back.n_outputs, init_seed=0,
                            device=device)
-    shell.embed, shell.pos_embed = front.embed, front.pos_embed
+    shell.embed = front.embed
+    if hasattr(front, "pos_embed"):
+        shell.pos_embed = front.pos_embed
     shell.blocks = nn.ModuleList([*front.blocks[:layer + 1], *back.blocks[layer + 1:]])
     shell.ln_final, shell.unembed = back.ln_final, back.unembed
     shell.setup()  # re-register hook points: the modules are new
@@ -248,3 +319,4 @@ def splice(front: ICLTransformer, back: ICLTransformer, layer: int) -> ICLTransf
 def slice_cache(cache: ActivationCache, n: int) -> ActivationCache:
     """The first ``n`` sequences of a cache (every activation has the batch first)."""
     return cache.apply_slice_to_batch_dim((0, n))
+

@@ -18,7 +18,7 @@ from coopetition.bank import ExemplarBank
 from coopetition.config import RunConfig
 from coopetition.errors import ConfigError, DataError, RecoveryWarning
 from coopetition.interventions import Intervened
-from coopetition.store.checkpoint import layout_of, load_tensors
+from coopetition.store.checkpoint import load_tensors
 from coopetition.store.rundir import EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, now_iso, package_versions
 from coopetition.task.evaluators import eval_sets_tensors
 from coopetition.task.sampler import SequenceBatch
@@ -197,7 +197,7 @@ def _restore(writer: RunWriter, model, optimizer, data_gen, device: torch.device
     (warning about each one refused, including entries naming files outside the run), forget everything after it,
     and return the loop state to continue from."""
     reader = RunReader(writer.path)
-    weights_layout = layout_of(model.state_dict())
+    weights_layout = model.checkpoint_layout()
     state_layout = resume_layout(model)
     refused = []
     for point in reader.resume_points():

@@ -19,7 +19,7 @@ from coopetition.config import RunConfig
 from coopetition.errors import ConfigError, CoopetitionError, DataError
 from coopetition.interventions import CheckpointRef, Graft
 from coopetition.model.config import ModelConfig
-from coopetition.store.checkpoint import layout_of, load_tensors, verify_file
+from coopetition.store.checkpoint import load_tensors, verify_file
 from coopetition.store.rundir import RunReader, RunWriter
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
@@ -78,7 +78,7 @@ def open_source(ref: CheckpointRef, purpose: str, max_bytes: int | None = None) 
 
 def _max_bytes(like: ICLTransformer) -> int:
     """A source checkpoint has our architecture, so no more bytes than our own checkpoint's layout."""
-    return layout_of(like.state_dict()).max_bytes
+    return like.checkpoint_layout().max_bytes
 
 
 def _arch(config: ModelConfig) -> dict:
@@ -133,7 +133,7 @@ def load_source_model(path: Path, like: ICLTransformer, size: int | None = None,
 
     device = next(like.parameters()).device
     model = build_model(like.model_config, like.input_dim, like.n_labels, like.n_outputs, init_seed=0, device=device)
-    tensors, _ = load_tensors(path, device, size, sha256, layout_of(model.state_dict()))
+    tensors, _ = load_tensors(path, device, size, sha256, model.checkpoint_layout())
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from coopetition.config import RunConfig
 from coopetition.errors import DataError
-from coopetition.store.checkpoint import layout_of, load_tensors, tensor_file_bytes
+from coopetition.store.checkpoint import load_tensors, tensor_file_bytes
 from coopetition.store.rundir import EVAL_COLUMNS, RunReader, RunWriter, package_versions
 from coopetition.train.evaluate import evaluate
 from coopetition.train.loop import Training, build_training, checkpoint_metadata
@@ -180,7 +180,7 @@ def _load_start(reader: RunReader, config: RunConfig, run: Training, start: int)
                                         resume_layout(run.model), what="resume state")
                 info = point.checkpoint
                 weights, _ = load_tensors(info.path, config.train.device, info.bytes, info.sha256,
-                                          layout_of(run.model.state_dict()))
+                                          run.model.checkpoint_layout())
                 run.model.load_state_dict(weights)
                 restore_resume(run.model, run.optimizer, run.data_gen, state, run.data_gen.device)
                 return point.step
