@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--block-seconds", type=float, default=0.6, help="target length of one timed block")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the hooked model")
     parser.add_argument("--stock", action="store_true",
-                        help="also time the hooked model with TransformerLens's stock blocks (lean=False)")
+                        help="also time the hooked model with the fused training kernels off (the hooked path)")
     parser.add_argument("--adam", choices=("fused", "single", "both"), default="fused",
                         help="Adam kernel of both variants: fused (train.fused_adam, the default) or single-tensor; "
                              "both: fused, plus the hooked model with the single-tensor kernel as a third variant")
@@ -168,8 +168,8 @@ def main() -> None:
 def _steps(config, sizes, features, pool, batch: int, compiled: bool = False,
            adam: str = "fused", stock: bool = False) -> dict[str, TrainStep]:
     """The trainer's step for the hooked model and for its plain copy: same data stream, same optimizer (``adam``
-    "both": fused, plus a twin hooked model stepped by the single-tensor kernel; ``stock``: plus a twin with
-    TransformerLens's stock blocks)."""
+    "both": fused, plus a twin hooked model stepped by the single-tensor kernel; ``stock``: plus a twin whose
+    fused training kernels are off, i.e. every op on the hooked path)."""
     model = model_for(config, sizes)
     plain = PlainICLTransformer.from_hooked(model)
     model.fuse_training_kernels()  # as the trainer does
@@ -189,9 +189,8 @@ def _steps(config, sizes, features, pool, batch: int, compiled: bool = False,
         single = intervene([], single_model)
         out["hooked-single-adam"] = step(single, single.trainable_parameters(), fused=False)
     if stock:
-        twin = ICLTransformer(config.model, sizes.input_dim, sizes.n_labels, sizes.n_outputs, config.seeds.init,
-                              lean=False)
-        stocked = intervene([], twin)
+        twin = ICLTransformer(config.model, sizes.input_dim, sizes.n_labels, sizes.n_outputs, config.seeds.init)
+        stocked = intervene([], twin)  # fuse_training_kernels is never switched on for it
         out["hooked-stock"] = step(stocked, stocked.trainable_parameters())
     if compiled:
         twin = model_for(config, sizes)

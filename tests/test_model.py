@@ -84,3 +84,22 @@ def test_sinusoidal_positions_are_fixed_and_interleaved():
     assert not table.requires_grad
     assert table[0, 0].item() == 0.0 and table[0, 1].item() == 1.0  # sin(0), cos(0)
     assert table[3, 2].item() == pytest.approx(torch.sin(torch.tensor(3 / 30 ** (2 / 16))).item(), abs=1e-6)
+
+
+def test_run_with_cache_returns_an_activation_cache_whose_methods_decompose_the_logits():
+    """TransformerLens's ``ActivationCache`` on our model: the residual decomposition sums to the stream the final
+    LayerNorm reads, per-head results sum to each layer's attention output, and (LayerNorm weight 1, biases 0 at
+    init) the components' logit attributions sum to the query logits."""
+    from coopetition.model import ActivationCache
+
+    model = build_model(ModelConfig(d_model=16, n_heads=2), 8, 10, 10, init_seed=0)
+    exemplars, labels = torch.randn(4, 3, 8), torch.randint(0, 10, (4, 2))
+    logits, cache = model.run_with_cache(exemplars, labels)
+    assert isinstance(cache, ActivationCache)
+    parts = cache.decompose_resid(layer=-1, pos_slice=-1)  # embed, pos_embed, attn_out per layer
+    torch.testing.assert_close(parts.sum(0), cache["blocks.1.hook_resid_post"][:, -1], atol=1e-5, rtol=0)
+    heads = cache.stack_head_results(layer=-1)  # [(layer head), batch, pos, d_model]
+    torch.testing.assert_close(heads[2:].sum(0), cache["blocks.1.hook_attn_out"], atol=1e-5, rtol=0)
+    target = torch.tensor([3, 1, 4, 1])
+    attrs = cache.logit_attrs(parts, tokens=target, pos_slice=-1)  # [component, batch]
+    torch.testing.assert_close(attrs.sum(0), logits[torch.arange(4), target], atol=1e-5, rtol=0)
