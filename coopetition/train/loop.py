@@ -78,7 +78,7 @@ def build_training(config: RunConfig, run_dir: Path | None) -> Training:
         graft_models = [load_source_model(s.path, model, s.bytes, s.sha256) for s in sources if s.role == "graft"]
         for source in (s for s in sources if s.role == "init_from"):
             model.load_state_dict(load_source_model(source.path, model, source.bytes, source.sha256).state_dict())
-    model.fuse_training_kernels()  # fused attention/LayerNorm in training steps only (coopetition/model/lean.py)
+    model.fuse_training_kernels()  # fused attention/LayerNorm in training steps only (coopetition/model/components.py)
     forward = Intervened(model, config.interventions, graft_models)
     trainable = forward.trainable_parameters()
     optimizer = make_optimizer(trainable, tc.lr, fused=tc.fused_adam)
