@@ -1,7 +1,7 @@
 """From a run directory to what analyses consume: its config, checkpoints, the network that ran, and the evaluator
 sequences with their features gathered.
 
-The model is built once per run and every checkpoint's state dict is loaded into it (building a HookedTransformer
+The model is built once per run and every checkpoint's state dict is loaded into it (building the network
 costs more than loading 2M floats). The run's own setup code (``train.setup``) builds it, and ``intervened`` wraps it
 with the run's own interventions, its grafts spliced from the run's kept source checkpoints, so an analysed network
 is exactly the one that was trained and evaluated.
