@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from coopetition.faults import fault_point
 from coopetition.task.metrics import METRICS, query_metrics
 from coopetition.task.sampler import SequenceBatch, gather_features
 
@@ -60,5 +61,6 @@ def evaluate(model: nn.Module, eval_sets: list[PreparedEvalSet], batch_size: int
         for metric, values in per_sequence_metrics(model, eval_set, batch_size, forward).items():
             keys.append((eval_set.name, metric))
             means.append(values.mean())
+        fault_point("evaluate")  # test hook (coopetition/faults.py): mid-evaluation, nothing of it written
     model.train(was_training)
     return dict(zip(keys, torch.stack(means).tolist()))
