@@ -313,6 +313,9 @@ def resume_config(run_dir: Path) -> RunConfig:
     without ``config.json`` was stopped before it recorded anything: nothing to resume, the same command restarts
     it (``check_new_run_dir`` takes such leftovers for an empty folder)."""
     run_dir = Path(run_dir)
+    if not run_dir.exists() and not run_dir.is_symlink():
+        raise DataError(f"run dir {run_dir} does not exist: nothing to resume (a run killed during its start-up "
+                        f"wrote nothing; start it again with the command that creates it)")
     if run_dir.is_dir() and not (run_dir / "config.json").exists() and leftovers_only(run_dir):
         raise DataError(f"{run_dir} has no config.json: its run was stopped before recording its config, so there "
                         f"is nothing to resume; start it again with the command that created it")
