@@ -13,6 +13,7 @@ import pytest
 
 from coopetition.cli import main
 from coopetition.store.rundir import RunReader
+from tests.conftest import tiny_run_config
 from tests.test_reliability_resume import assert_identical
 
 pytestmark = pytest.mark.e2e
@@ -97,8 +98,11 @@ def test_a_folder_left_by_a_kill_before_the_config_restarts_with_the_same_comman
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no config.json" in err[0] and "start it again" in err[0]
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_run_config(steps=2, checkpoint_schedule="every:1").to_dict()))
+    argv = ["train", "--config", str(config), "--run-dir", str(run), "--no-progress"]
     (run / "notes.txt").write_text("mine")  # anything else in it: not a leftover, still refused without --overwrite
-    assert main(["train", "--run-dir", str(run), "--steps", "2", "--no-progress"]) == 2
+    assert main(argv) == 2
     (run / "notes.txt").unlink()
-    assert main(["train", "--run-dir", str(run), "--steps", "2", "--evals", "every:1", "--no-progress"]) == 0
+    assert main(argv) == 0
     assert not list(run.glob(".*.tmp")) and RunReader(run).checkpoints(verify=True)

@@ -75,7 +75,8 @@ def test_a_run_whose_tables_hold_only_their_headers_reads_as_no_rows(trained_run
     header = _header(EVAL_SCHEMA).encode()
     (run / "eval_zoom.csv").write_bytes(header)
     manifest = json.loads((run / "manifest.json").read_text())
-    manifest["zoom_eval"] = {"file": "eval_zoom.csv", "bytes": len(header), "sha256": hashlib.sha256(header).hexdigest()}
+    manifest["zoom_eval"] = {"file": "eval_zoom.csv", "bytes": len(header),
+                             "sha256": hashlib.sha256(header).hexdigest()}
     (run / "manifest.json").write_text(json.dumps(manifest))
     reader = RunReader(run)
     full = RunReader(trained_run)

@@ -251,7 +251,7 @@ def _restart(writer: RunWriter, run: Training, reuse: bool, config: RunConfig) -
     for name in ("eval.csv", "train.csv"):
         (writer.path / name).unlink(missing_ok=True)
     if not reuse:
-        writer.manifest = {"checkpoints": [], "resume": []}
+        writer.manifest = {"checkpoints": [], "resume": [], "sessions": writer.manifest.get("sessions", [])}
         keep_sources(writer, run.sources)
         writer.write_eval_sets(eval_sets_tensors(run.eval_sets),
                                {"bank_fingerprint": run.bank.fingerprint(), "eval_seed": config.seeds.eval})
