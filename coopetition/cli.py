@@ -119,19 +119,39 @@ def run_train(args: argparse.Namespace) -> int:
     if args.run_dir is None:
         raise ConfigError("the following arguments are required: --run-dir (or --resume RUN)")
     if args.resume:
-        given = [f for f in SHORTCUTS if getattr(args, f) is not None] + (["set"] if args.overrides else [])
-        given += ["intervene"] * bool(args.intervene) + ["init-from"] * bool(args.init_from)
-        if args.preset or args.config or given:
-            raise ConfigError("--resume continues a run with its recorded config; drop --preset/--config/overrides")
+        settings = _run_time_settings(args)  # a result-changing flag is refused before the run is read
         config = resume_config(args.run_dir)
+        if settings:
+            from dataclasses import replace
+
+            config = replace(config, train=replace(config.train, **settings))
     else:
         config = resolve_config(args)
     result = train(config, args.run_dir, overwrite=args.overwrite, resume=args.resume,
                    progress=not args.no_progress)
     final = {f"{e}.{m}": round(v, 4) for (e, m), v in result.final_eval.items() if m == "in_context_acc"}
+    if args.resume and result.start_step == result.steps:
+        print(f"{result.run_dir} was already complete at step {result.steps}; nothing to train")
     print(f"run written to {result.run_dir} ({result.steps} steps, {result.wall_seconds:.0f} s); "
           f"final in-context accuracy: {final}")
     return 0
+
+
+RUN_TIME = ("threads", "device")  # change how fast a run goes, not what it computes: allowed with --resume
+
+
+def _run_time_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``--resume`` keeps the recorded config; only run-time settings (``--threads``, ``--device``; progress is not
+    config) may be given, and they are recorded in the manifest's ``sessions``. A flag that would change the result
+    is refused, named. Returns ``{train field: value}`` of the run-time settings given."""
+    given = [f"--{f.replace('_', '-')}" for f in SHORTCUTS if f not in RUN_TIME and getattr(args, f) is not None]
+    given += ["--preset"] * bool(args.preset) + ["--config"] * bool(args.config) + ["--set"] * bool(args.overrides)
+    given += ["--intervene"] * bool(args.intervene) + ["--init-from"] * bool(args.init_from)
+    if given:
+        raise ConfigError(f"--resume continues a run with its recorded config; {', '.join(given)} would change its "
+                          f"results: drop {'it' if len(given) == 1 else 'them'} (run-time settings --threads and "
+                          f"--device are allowed)")
+    return {f: getattr(args, f) for f in RUN_TIME if getattr(args, f) is not None}
 
 
 def run_presets(args: argparse.Namespace) -> int:

@@ -174,3 +174,20 @@ def test_pages_render_offline_in_headless_chromium(analysed, tmp_path, page):
 def test_every_page_renders_offline_in_headless_chromium(analysed, tmp_path):
     for index, page in enumerate(sorted(analysed.figures)):
         assert rendered_plots(analysed.out_dir / page, tmp_path / f"profile{index}") >= 1, page
+
+
+def test_every_table_reads_back_with_its_declared_kinds_with_rows_or_none(analysed, tmp_path):
+    """``coopetition.analysis.tables`` declares what the writer produces: a real table read by pandas alone has
+    the declared kinds, and the same table with its header only reads as no rows of the same dtypes."""
+    from coopetition.analysis.tables import SCHEMAS, read_analysis_table
+    from coopetition.tables import FLOAT, INT
+
+    for name, path in analysed.tables.items():
+        inferred = pd.read_csv(path).dtypes
+        for column, kind in SCHEMAS[name].items():
+            if kind in (INT, FLOAT):
+                assert inferred[column] == {INT: "int64", FLOAT: "float64"}[kind], (name, column)
+        full = read_analysis_table(path.parent, name)
+        (tmp_path / path.name).write_text(path.read_text().splitlines()[0] + "\n")
+        empty = read_analysis_table(tmp_path, name)
+        assert len(empty) == 0 and empty.dtypes.to_dict() == full.dtypes.to_dict(), name

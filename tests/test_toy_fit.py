@@ -55,7 +55,7 @@ def test_network_run_errors_are_data_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_network_losses(tmp_path)
     pd.DataFrame({"step": [1], "evaluator": ["icl"], "value": [1.0]}).to_csv(tmp_path / "eval.csv", index=False)
-    with pytest.raises(DataError, match="lacks columns"):
+    with pytest.raises(DataError, match="has columns"):
         read_network_losses(tmp_path)
     pd.DataFrame({"step": [1, 2, 3, 4], "sequences": [32, 64, 96, 128], "evaluator": ["icl"] * 4,
                   "metric": ["loss"] * 4, "value": [1.0, 0.5, 0.4, 0.3]}).to_csv(tmp_path / "eval.csv", index=False)

@@ -136,5 +136,7 @@ def replot(out: Path) -> dict[str, Path]:
     record = out / "analysis.json"
     analyses = tuple(json.loads(record.read_text())["analysis"]["analyses"]) if record.is_file() else names()
     analyses = tuple(a for a in analyses if a in names() and all((out / f"{t}.csv").is_file() for t in get(a).tables))
-    frames = {t: pd.read_csv(out / f"{t}.csv") for a in analyses for t in get(a).tables}
+    from coopetition.analysis.tables import read_analysis_table
+
+    frames = {t: read_analysis_table(out, t) for a in analyses for t in get(a).tables}  # typed, even header-only
     return write_figures(out, frames, analyses)

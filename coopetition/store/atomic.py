@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from coopetition.errors import ConfigError
+from coopetition.faults import fault_point
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -27,6 +28,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
+        fault_point("atomic_write")  # test hook (coopetition/faults.py): the temporary is complete, not yet renamed
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

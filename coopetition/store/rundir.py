@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
 import os
 import platform
@@ -42,19 +41,25 @@ import pandas as pd
 
 from coopetition.bounded import MAX_TENSOR_FILE, TensorLayout, read_bytes, read_json
 from coopetition.errors import ConfigError, DataError
+from coopetition.faults import fault_point
 from coopetition.store.atomic import atomic_write, atomic_write_text, fsync_dir
 from coopetition.store.checkpoint import CheckpointInfo, checkpoint_name, file_sha256, load_tensors, save_tensors, verify_file
 from coopetition.store.contain import (CHECKPOINT, CONFIG, EVAL_SETS, EVAL_TABLE, LOCK, MANIFEST, RESUME, SOURCE,
                                        TRAIN_TABLE, ZOOM_EVAL_TABLE, RunFile, check_folders, contained)
+from coopetition.tables import FLOAT, INT, STR, Schema, read_table
 
-EVAL_COLUMNS = ["step", "sequences", "evaluator", "metric", "value"]
-TRAIN_COLUMNS = ["step", "sequences", "metric", "value"]
+EVAL_SCHEMA = {"step": INT, "sequences": INT, "evaluator": STR, "metric": STR, "value": FLOAT}
+TRAIN_SCHEMA = {"step": INT, "sequences": INT, "metric": STR, "value": FLOAT}
+EVAL_COLUMNS = list(EVAL_SCHEMA)
+TRAIN_COLUMNS = list(TRAIN_SCHEMA)
 PACKAGES = ("coopetition", "torch", "transformer-lens", "numpy", "safetensors", "pandas", "plotly", "einops")
 RESUME_KEEP = 2  # resume states kept: the newest, and one to fall back to if the newest is damaged
 MAX_CONFIG_BYTES = 1 << 20  # config.json is a few KB
 MAX_MANIFEST_BYTES = 256 << 20  # ~200 bytes per entry: a million checkpoints (the schedule cap) fit
 MAX_TABLE_BYTES = 256 << 20  # eval.csv / train.csv
 MAX_STEPS = 10**10  # train.MAX_STEPS (store sits below train)
+MAX_SESSIONS = 64  # run-time settings of the newest processes that wrote the run (manifest "sessions")
+SESSION_FIELDS = {"started": str, "from_step": int, "threads": (int, type(None)), "device": str, "how": str}
 
 
 def package_versions() -> dict[str, str]:
@@ -75,11 +80,29 @@ def check_new_run_dir(path: Path, overwrite: bool) -> None:
     """Raise before anything is written if ``path`` cannot become a fresh run."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"run dir {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if path.is_dir() and any(path.iterdir()) and not overwrite and not leftovers_only(path):
         raise ConfigError(f"run dir {path} exists and is not empty; pass --overwrite to replace it "
                           f"or --resume to continue it")
     if overwrite and is_locked(path):
         raise ConfigError(f"run dir {path} is locked by a running process; not overwriting it")
+
+
+def leftovers_only(path: Path) -> bool:
+    """Whether ``path`` holds nothing but what a run killed before writing its ``config.json`` leaves: an unheld
+    ``.lock``, temporaries (``.*.tmp``) and source copies. Such a folder counts as empty: the same command that
+    created it starts the run again (nothing was recorded, so nothing is lost)."""
+    try:
+        names = {child.name: child for child in path.iterdir()}
+    except OSError:
+        return False
+    if not names or (path / CONFIG.name).exists() or is_locked(path):
+        return False
+    for name, child in names.items():
+        plain = child.is_file() and not child.is_symlink()
+        if not ((name == LOCK.name and plain) or (name.startswith(".") and name.endswith(".tmp") and plain)
+                or (name == SOURCE.folder and child.is_dir() and not child.is_symlink())):
+            return False
+    return True
 
 
 def is_locked(path: Path) -> bool:
@@ -116,6 +139,7 @@ class RunWriter:
     def create(cls, path: Path, overwrite: bool) -> "RunWriter":
         check_new_run_dir(path, overwrite)
         made = not path.exists()
+        leftovers = not made and leftovers_only(path)  # a run killed before its config: cleared below
         path.mkdir(parents=True, exist_ok=True)
         writer = cls(path, _made_dir=made)
         try:
@@ -124,7 +148,7 @@ class RunWriter:
             if made:
                 shutil.rmtree(path, ignore_errors=True)
             raise
-        if overwrite:  # under the lock, so a run that started meanwhile is never wiped
+        if overwrite or leftovers:  # under the lock, so a run that started meanwhile is never wiped
             for child in path.iterdir():
                 if child.name != LOCK.name:
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
@@ -221,6 +245,7 @@ class RunWriter:
         newest = {e["step"] for e in sorted(resume_entries, key=lambda e: e["step"])[-RESUME_KEEP:]}
         self.manifest["resume"] = sorted((e for e in resume_entries if e["step"] in newest | self.keep_resume),
                                          key=lambda e: e["step"])
+        fault_point("checkpoint_files")  # test hook (coopetition/faults.py): both files written, not yet listed
         self._commit()
         self._prune_resume()
 
@@ -236,9 +261,11 @@ class RunWriter:
         return staged, entry
 
     def commit_zoom(self, staged: list[tuple[Path, dict[str, Any]]], eval_csv_rows: bytes) -> None:
-        """Move staged checkpoints into place, append ``eval_csv_rows`` (CSV lines, no header) to eval_zoom.csv, then
-        list the checkpoints in the manifest (the commit). Files the run already had keep their bytes; eval_zoom.csv
-        keeps its old bytes as a prefix and is replaced atomically (a crash leaves the old or the new file)."""
+        """Move staged checkpoints into place, write eval_zoom.csv with ``eval_csv_rows`` (CSV lines, no header)
+        appended to its committed bytes, then list the checkpoints and the table's new size and sha256 in the
+        manifest: that one write is the commit. Killed before it, the moved checkpoints are unlisted files and the
+        table's extra bytes lie past its listed size, so every reader sees the run exactly as before; after it,
+        exactly as after. Files the run already had keep their bytes."""
         listed = {e["step"] for e in self.manifest["checkpoints"]}
         if any(entry["step"] in listed for _, entry in staged):
             raise DataError(f"{self.path}: a zoomed step is already listed; not replacing a checkpoint")
@@ -248,13 +275,22 @@ class RunWriter:
             fsync_dir(self.path / "checkpoints")
         if eval_csv_rows:
             table = contained(self.path, ZOOM_EVAL_TABLE)
-            old = read_bytes(table, ZOOM_EVAL_TABLE.name, MAX_TABLE_BYTES) if table.exists() else \
-                (",".join(EVAL_COLUMNS) + "\n").encode()
+            old = committed_zoom_rows(self.path, self.manifest.get("zoom_eval"))
             if not old.endswith(b"\n"):
                 raise DataError(f"{table} does not end with a newline; not appending to it")
-            atomic_write(table, lambda tmp: tmp.write_bytes(old + eval_csv_rows))
+            data = old + eval_csv_rows
+            atomic_write(table, lambda tmp: tmp.write_bytes(data))
+            self.manifest["zoom_eval"] = {"file": ZOOM_EVAL_TABLE.name, "bytes": len(data),
+                                          "sha256": hashlib.sha256(data).hexdigest()}
         self.manifest["checkpoints"] = sorted(self.manifest["checkpoints"] + [e for _, e in staged],
                                               key=lambda e: e["step"])
+        fault_point("zoom_commit")  # test hook (coopetition/faults.py): everything written but the commit
+        self._commit()
+
+    def record_session(self, session: dict[str, Any]) -> None:
+        """Note one process's run-time settings (threads, device; they change no result) in the manifest, committed
+        with the next checkpoint; the newest ``MAX_SESSIONS`` are kept."""
+        self.manifest["sessions"] = (self.manifest.get("sessions", []) + [session])[-MAX_SESSIONS:]
         self._commit()
 
     def truncate_after(self, step: int) -> None:
@@ -434,41 +470,47 @@ class RunReader:
     def eval_table(self, zoomed: bool = True) -> pd.DataFrame:
         """eval.csv, with ``zoomed`` the rows ``coopetition zoom`` added (eval_zoom.csv) merged in step order; a zoom
         row never replaces one of eval.csv (it would hold the same value: the zoom reproduced the run)."""
-        frame = self._table(EVAL_TABLE, EVAL_COLUMNS)
-        if not zoomed or not contained(self.path, ZOOM_EVAL_TABLE).exists():
+        frame = self._table(EVAL_TABLE, EVAL_SCHEMA)
+        extra = self.zoom_eval_table() if zoomed else None
+        if extra is None:
             return frame
-        extra = self._table(ZOOM_EVAL_TABLE, EVAL_COLUMNS)
         merged = pd.concat([frame, extra], ignore_index=True)
         merged = merged.drop_duplicates(["step", "evaluator", "metric"], keep="first")
         return merged.sort_values("step", kind="stable").reset_index(drop=True)
 
     def zoom_eval_table(self) -> pd.DataFrame | None:
-        """The rows zooms added (None when the run was never zoomed)."""
-        if not contained(self.path, ZOOM_EVAL_TABLE).exists():
+        """The rows zooms added: the first ``bytes`` of eval_zoom.csv that the manifest lists with their sha256
+        (None when the run was never zoomed). Bytes past them are a killed zoom's uncommitted rows, not read."""
+        entry = self.manifest().get("zoom_eval")
+        if entry is None:
             return None
-        return self._table(ZOOM_EVAL_TABLE, EVAL_COLUMNS)
+        data = committed_zoom_rows(self.path, entry)
+        return read_table(contained(self.path, ZOOM_EVAL_TABLE, entry["file"]), EVAL_SCHEMA, ZOOM_EVAL_TABLE.name,
+                          data=data)
 
     def train_table(self) -> pd.DataFrame:
-        return self._table(TRAIN_TABLE, TRAIN_COLUMNS)
+        return self._table(TRAIN_TABLE, TRAIN_SCHEMA)
 
-    def _table(self, kind: RunFile, columns: list[str]) -> pd.DataFrame:
-        """A tidy table with exactly ``columns``: integer steps and sequences, numeric values (bounded size)."""
+    def _table(self, kind: RunFile, schema: Schema) -> pd.DataFrame:
+        """A tidy table with exactly ``schema``'s columns and dtypes (``coopetition.tables``; a header-only table is
+        an empty frame of those dtypes), read bounded in size."""
         path = contained(self.path, kind)
         if not path.exists():
             raise DataError(f"{Path(self.path, kind.name)} not found")
-        data = read_bytes(path, kind.name, MAX_TABLE_BYTES)
-        try:
-            frame = pd.read_csv(io.BytesIO(data))
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
-            raise DataError(f"cannot read {path}: {str(err).strip().splitlines()[0]}") from None
-        if list(frame.columns) != columns:
-            raise DataError(f"{path} has columns {_short(list(frame.columns))}, expected {columns}")
-        for column in ("step", "sequences"):
-            if column in frame and not pd.api.types.is_integer_dtype(frame[column]):
-                raise DataError(f"{path}: column {column!r} holds non-integers")
-        if not pd.api.types.is_numeric_dtype(frame["value"]) or pd.api.types.is_bool_dtype(frame["value"]):
-            raise DataError(f"{path}: column 'value' holds non-numbers")
-        return frame
+        return read_table(path, schema, kind.name, MAX_TABLE_BYTES)
+
+
+def committed_zoom_rows(run: Path, entry: dict[str, Any] | None) -> bytes:
+    """The committed prefix of ``run``'s eval_zoom.csv (``entry``: the manifest's ``zoom_eval`` record), checked
+    against its sha256; just the header when nothing was committed."""
+    if entry is None:
+        return (",".join(EVAL_COLUMNS) + "\n").encode()
+    path = contained(run, ZOOM_EVAL_TABLE, entry["file"])
+    data = read_bytes(path, ZOOM_EVAL_TABLE.name, MAX_TABLE_BYTES)
+    if len(data) < entry["bytes"] or hashlib.sha256(data[:entry["bytes"]]).hexdigest() != entry["sha256"]:
+        raise DataError(f"corrupt {ZOOM_EVAL_TABLE.name} {path}: its first {entry['bytes']} bytes are not the "
+                        f"ones the manifest recorded")
+    return data[:entry["bytes"]]
 
 
 def _checked_manifest(data: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -478,7 +520,7 @@ def _checked_manifest(data: dict[str, Any], path: Path) -> dict[str, Any]:
     def bad(why: str) -> DataError:
         return DataError(f"malformed manifest {path}: {why}")
 
-    unknown = set(data) - {"checkpoints", "resume", "eval_sets", "sources"}
+    unknown = set(data) - {"checkpoints", "resume", "eval_sets", "sources", "zoom_eval", "sessions"}
     if unknown:
         raise bad(f"unknown key(s) {sorted(map(str, unknown))[:3]}")
     out = {"checkpoints": data.get("checkpoints", []), "resume": data.get("resume", [])}
@@ -501,6 +543,20 @@ def _checked_manifest(data: dict[str, Any], path: Path) -> dict[str, Any]:
                 and _file_fields(e)):
             raise bad("eval_sets is not {file, bytes, sha256}")
         out["eval_sets"] = e
+    if "zoom_eval" in data:
+        e = data["zoom_eval"]
+        if not (isinstance(e, dict) and set(e) == {"file", "bytes", "sha256"} and isinstance(e["file"], str)
+                and _file_fields(e) and e["bytes"] <= MAX_TABLE_BYTES):
+            raise bad("zoom_eval is not {file, bytes, sha256}")
+        out["zoom_eval"] = e
+    if "sessions" in data:
+        sessions = data["sessions"]
+        if not (isinstance(sessions, list) and len(sessions) <= MAX_SESSIONS and all(
+                isinstance(e, dict) and set(e) == set(SESSION_FIELDS)
+                and all(isinstance(e[k], t) and not isinstance(e[k], bool) and len(str(e[k])) < 64
+                        for k, t in SESSION_FIELDS.items()) for e in sessions)):
+            raise bad(f"sessions is not a list of {{{', '.join(SESSION_FIELDS)}}}")
+        out["sessions"] = sessions
     if "sources" in data:
         if not isinstance(data["sources"], list):
             raise bad("sources is not a list")

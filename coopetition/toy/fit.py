@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 
 from coopetition.errors import DataError
+from coopetition.tables import FLOAT, INT, STR, read_table
 
 PAIRS = (("icl", "loss_1"), ("ciwl", "loss_2"))  # network evaluator <- toy quantity
-EVAL_COLUMNS = ("step", "sequences", "evaluator", "metric", "value")
+EVAL_SCHEMA = {"step": INT, "sequences": INT, "evaluator": STR, "metric": STR, "value": FLOAT}  # a run's eval.csv
+EVAL_COLUMNS = tuple(EVAL_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,7 @@ def read_network_losses(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / "eval.csv"
     if not path.is_file():
         raise DataError(f"network run has no eval table: {path} does not exist")
-    table = pd.read_csv(path)
-    missing = set(EVAL_COLUMNS) - set(table.columns)
-    if missing:
-        raise DataError(f"{path} lacks columns {sorted(missing)} (need {', '.join(EVAL_COLUMNS)})")
+    table = read_table(path, EVAL_SCHEMA, "eval.csv")  # bounded, typed, header-only reads as no rows
     loss = table[(table["metric"] == "loss") & table["evaluator"].isin([p[0] for p in PAIRS])]
     for evaluator, _ in PAIRS:
         if (loss["evaluator"] == evaluator).sum() < 4:

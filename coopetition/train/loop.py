@@ -6,6 +6,7 @@ Nothing in the step does per-step host work that can wait: the running loss stay
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from tqdm.auto import tqdm
 from coopetition.bank import ExemplarBank
 from coopetition.config import RunConfig
 from coopetition.errors import ConfigError, DataError, RecoveryWarning
+from coopetition.faults import fault_point
 from coopetition.interventions import Intervened
 from coopetition.store.checkpoint import load_tensors
-from coopetition.store.rundir import EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, now_iso, package_versions
+from coopetition.store.rundir import (EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, leftovers_only, now_iso,
+                                      package_versions)
 from coopetition.task.evaluators import eval_sets_tensors
 from coopetition.task.sampler import SequenceBatch
 from coopetition.train.allocator import keep_freed_memory
@@ -99,22 +102,35 @@ class TrainResult:
     run_dir: Path
     steps: int
     wall_seconds: float
-    final_eval: dict[tuple[str, str], float]
+    final_eval: dict[tuple[str, str], float]  # the last eval step's scores (also when a resume had nothing to do)
+    start_step: int = 0  # where this process started: 0 (fresh or restarted) or the checkpoint it resumed from
 
 
 def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: bool = False,
           progress: bool = True) -> TrainResult:
     """Train ``config`` into ``run_dir`` (fresh, or continuing it with ``resume``). Validates everything, and builds
-    the bank, eval sets and model, before writing a byte."""
+    the bank, eval sets and model, before writing a byte.
+
+    ``resume`` on a run that has no checkpoint yet (killed during its first seconds) starts it again from step 0 in
+    place, from its recorded config (re-validated, its ``derived`` record checked against what the config derives)
+    and its recorded eval sets, with a one-line ``RecoveryWarning`` saying so: the result is the run the first
+    process would have written."""
+    fault_point("startup")  # test hook (coopetition/faults.py): nothing built or written yet
     tc = config.train
     ckpt_steps = set(schedule_steps(tc.checkpoint_schedule, tc.steps, tc.batch_size))
     eval_steps = set(schedule_steps(tc.eval_schedule or tc.checkpoint_schedule, tc.steps, tc.batch_size))
     keep_resume = kept_resume_steps(tc.checkpoint_schedule, tc.resume_schedule, tc.steps, tc.batch_size)
 
-    run = build_training(config, run_dir if resume else None)
+    restart = resume and not RunReader.open(run_dir).manifest()["checkpoints"]
+    # A restart rebuilds what the first process built; its recorded eval sets and source copies are reused when it
+    # got as far as listing them (an init_from run re-reads its source: step 0 is that checkpoint's weights).
+    reuse = resume and not (restart and (RunReader(run_dir).eval_sets_entry() is None or tc.init_from is not None))
+    run = build_training(config, run_dir if reuse else None)
     model, forward, optimizer, data_gen, train_step = run.model, run.forward, run.optimizer, run.data_gen, run.step
     prepared, bank, sizes, eval_sets, sources = run.prepared, run.bank, run.sizes, run.eval_sets, run.sources
     device = torch.device(tc.device)
+    if restart:
+        check_recorded(run_dir, config, run)
 
     start_step, eval_rows, train_rows = 0, [], []
     running_loss, since_log = torch.zeros((), device=device), 0  # the partial log interval, part of resume state
@@ -122,8 +138,12 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
         writer = RunWriter.reopen(run_dir)
         writer.keep_resume = keep_resume
         try:
-            start_step, eval_rows, train_rows, running_loss, since_log = _restore(writer, model, optimizer,
-                                                                                  data_gen, device)
+            if restart:
+                _restart(writer, run, reuse, config)
+            else:
+                start_step, eval_rows, train_rows, running_loss, since_log = _restore(writer, model, optimizer,
+                                                                                      data_gen, device)
+            writer.record_session(_session(config, start_step, "restart" if restart else "resume"))
         except BaseException:
             writer.close()
             raise
@@ -131,6 +151,7 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
         writer = RunWriter.create(run_dir, overwrite)
         writer.keep_resume = keep_resume
         try:
+            fault_point("run_dir")  # test hook: the run dir exists and is locked, nothing else is in it
             provenance = keep_sources(writer, sources)
             init_step = next((s.step for s in sources if s.role == "init_from"), None)
             writer.write_json("config.json", {
@@ -140,11 +161,14 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
                             "init_from_step": init_step, "sources": provenance},
                 "versions": package_versions(), "created": now_iso(),
             })
+            fault_point("config_written")  # test hook: config.json on disk, no eval sets or manifest yet
+            writer.record_session(_session(config, 0, "fresh"))
             writer.write_eval_sets(eval_sets_tensors(eval_sets),
                                    {"bank_fingerprint": bank.fingerprint(), "eval_seed": config.seeds.eval})
         except BaseException:
             writer.discard()
             raise
+    continuing = resume and not restart  # the start step's eval rows and checkpoint are on disk already
 
     started = time.perf_counter()
     last_eval: dict[tuple[str, str], float] = {}
@@ -153,24 +177,26 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
     try:
         for step in bar:
             sequences = step * tc.batch_size
-            if step in eval_steps and not (resume and step == start_step):
+            if step in eval_steps and not (continuing and step == start_step):
                 last_eval = evaluate(model, prepared, config.eval.batch_size, forward)
                 eval_rows += [{"step": step, "sequences": sequences, "evaluator": e, "metric": m, "value": v}
                               for (e, m), v in last_eval.items()]
                 writer.write_table("eval.csv", eval_rows, EVAL_COLUMNS)
                 bar.set_postfix({f"{e}": f"{last_eval[(e, m)]:.2f}" for e, m in PROGRESS_METRICS
                                  if (e, m) in last_eval})
-            if step in ckpt_steps and not (resume and step == start_step):
+            if step in ckpt_steps and not (continuing and step == start_step):
                 _checkpoint(writer, model, optimizer, data_gen, step, config, train_rows, running_loss, since_log)
             if step == tc.steps:
                 break
             running_loss += train_step()
             since_log += 1
+            fault_point("train_step")  # test hook: n-th training step of this process taken, nothing written
             if since_log == tc.log_every:
                 train_rows.append({"step": step + 1, "sequences": (step + 1) * tc.batch_size,
                                    "metric": "loss", "value": (running_loss / since_log).item()})
                 running_loss.zero_()
                 since_log = 0
+        fault_point("final_write")  # test hook: trained to the end, the last train.csv rows not written yet
         writer.write_table("train.csv", train_rows, TRAIN_COLUMNS)
     except BaseException:
         if not resume and not writer.committed:  # nothing resumable yet: leave the run dir as it was found
@@ -179,7 +205,56 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
     finally:
         bar.close()
         writer.close()
-    return TrainResult(run_dir, tc.steps, time.perf_counter() - started, last_eval)
+    return TrainResult(run_dir, tc.steps, time.perf_counter() - started, _last_scores(eval_rows), start_step)
+
+
+def _last_scores(eval_rows: list[dict]) -> dict[tuple[str, str], float]:
+    """``{(evaluator, metric): value}`` at the run's last eval step (read back from the rows, so a resume of a
+    finished run reports the run's final scores rather than nothing)."""
+    if not eval_rows:
+        return {}
+    last = max(row["step"] for row in eval_rows)
+    return {(row["evaluator"], row["metric"]): float(row["value"]) for row in eval_rows if row["step"] == last}
+
+
+def _session(config: RunConfig, step: int, how: str) -> dict:
+    """A process's run-time settings, kept in the manifest (``RunWriter.record_session``)."""
+    return {"started": now_iso(), "from_step": step, "threads": config.train.threads, "device": config.train.device,
+            "how": how}
+
+
+def check_recorded(run_dir: Path, config: RunConfig, run: Training) -> None:
+    """Refuse to restart a run whose ``config.json`` does not derive what it recorded (an edited or forged config
+    whose fields are each valid): the same bank fingerprint, sizes and parameter count, the same seeds twice."""
+    meta = RunReader(run_dir).config()
+    derived = RunReader(run_dir).derived()
+    where = Path(run_dir, "config.json")
+    derives = {**run.sizes.__dict__, "n_parameters": run.model.n_parameters(),
+               "bank_fingerprint": run.bank.fingerprint(), "bank_shape": list(run.bank.features.shape)}
+    derives = json.loads(json.dumps(derives))  # tuples as the JSON record holds them
+    for key, value in derives.items():
+        if key in derived and derived[key] != value:
+            raise DataError(f"{where}: derived.{key} is {derived[key]!r} but the config derives {value!r} "
+                            f"(edited?); not restarting it")
+    missing = sorted({"input_dim", "n_labels", "n_outputs", "bank_fingerprint"} - set(derived))
+    if missing or meta.get("seeds") != config.to_dict()["seeds"]:
+        why = f"lacks derived {missing}" if missing else "records seeds that its config does not hold"
+        raise DataError(f"{where} {why} (incomplete or edited); not restarting it")
+
+
+def _restart(writer: RunWriter, run: Training, reuse: bool, config: RunConfig) -> None:
+    """Put a run with no checkpoint back at its start: its tables and unlisted files go; the eval sets and source
+    copies it listed stay (``reuse``), or are written as the first process would have."""
+    warnings.warn(f"{writer.path} has no checkpoint yet: starting it from step 0 with its recorded config"
+                  f"{' and eval sets' if reuse else ' (eval sets drawn from its seeds, as at its start)'}",
+                  RecoveryWarning, stacklevel=3)
+    for name in ("eval.csv", "train.csv"):
+        (writer.path / name).unlink(missing_ok=True)
+    if not reuse:
+        writer.manifest = {"checkpoints": [], "resume": [], "sessions": writer.manifest.get("sessions", [])}
+        keep_sources(writer, run.sources)
+        writer.write_eval_sets(eval_sets_tensors(run.eval_sets),
+                               {"bank_fingerprint": run.bank.fingerprint(), "eval_seed": config.seeds.eval})
 
 
 def _checkpoint(writer: RunWriter, model, optimizer, data_gen, step: int, config: RunConfig, train_rows: list,
@@ -234,5 +309,14 @@ def _restore(writer: RunWriter, model, optimizer, data_gen, device: torch.device
 
 
 def resume_config(run_dir: Path) -> RunConfig:
-    """The config a run was started with (``--resume`` never takes a new one), re-validated as it is read."""
+    """The config a run was started with (``--resume`` never takes a new one), re-validated as it is read. A folder
+    without ``config.json`` was stopped before it recorded anything: nothing to resume, the same command restarts
+    it (``check_new_run_dir`` takes such leftovers for an empty folder)."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists() and not run_dir.is_symlink():
+        raise DataError(f"run dir {run_dir} does not exist: nothing to resume (a run killed during its start-up "
+                        f"wrote nothing; start it again with the command that creates it)")
+    if run_dir.is_dir() and not (run_dir / "config.json").exists() and leftovers_only(run_dir):
+        raise DataError(f"{run_dir} has no config.json: its run was stopped before recording its config, so there "
+                        f"is nothing to resume; start it again with the command that created it")
     return RunReader.open(run_dir).run_config()

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from coopetition.config import RunConfig
 from coopetition.errors import DataError
+from coopetition.faults import fault_point
 from coopetition.store.checkpoint import load_tensors, tensor_file_bytes
 from coopetition.store.rundir import EVAL_COLUMNS, RunReader, RunWriter, package_versions
 from coopetition.train.evaluate import evaluate
@@ -150,6 +151,7 @@ def _retrain(run: Training, config: RunConfig, plan: ZoomPlan, recorded: dict[in
             if step == plan.end:
                 break
             run.step()
+            fault_point("zoom_step")  # test hook (coopetition/faults.py): n-th re-training step, nothing visible
     finally:
         bar.close()
     return rows
