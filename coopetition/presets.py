@@ -10,7 +10,6 @@ get the reference's 12800/0/184 class split by default) is given. ``quick`` is a
 from __future__ import annotations
 
 import difflib
-
 from dataclasses import replace
 
 from coopetition.bank import BankConfig

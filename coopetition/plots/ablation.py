@@ -55,7 +55,8 @@ def figure(table: pd.DataFrame, metric: str = "in_context_acc") -> go.Figure:
                                      colorbar=colour_bar("Δ in-context acc (blue: the unit helps)"),
                                      showscale=row == 1, texttemplate="%{z:.2f}" if text else None,
                                      textfont=dict(size=9),
-                                     hovertemplate=f"{evaluator} · %{{y}}<br>step %{{x}}<br>Δ %{{z:+.3f}}<extra></extra>"),
+                                     hovertemplate=f"{evaluator} · %{{y}}<br>step %{{x}}<br>"
+                                                   "Δ %{z:+.3f}<extra></extra>"),
                           row, 1)
             visibility.append(e_index)
     menus = [[v == i for v in visibility] for i in range(len(evaluators))]

@@ -4,9 +4,10 @@ folder has it, ``strategies.csv`` for the curves above the graph).
 Columns are layers (embeddings, layer 0, ..., logits); the three embeddings are stacked by position class
 (exemplar, label, position) and the heads by index. An edge ends at its receiver's Q (upper), K (middle) or V
 (lower) port. Width and colour show the exact path-patching effect (normalised logit difference; blue restores the
-clean answer, i.e. helps it, red works against it: the convention of every page, ``plots.common``), binned by |effect|; the buttons hide the bins below a threshold, the
-slider (Plotly frames, which change only the data, so the threshold survives) moves over checkpoints and marks the
-step on the strategy curves. Hover an edge's midpoint for both estimators.
+clean answer, i.e. helps it, red works against it: the convention of every page, ``plots.common``), binned by
+|effect|; the buttons hide the bins below a threshold, the slider (Plotly frames, which change only the data, so the
+threshold survives) moves over checkpoints and marks the step on the strategy curves. Hover an edge's midpoint for
+both estimators. With fewer than two curve steps (one analysed checkpoint) the page is the graph alone.
 """
 
 from __future__ import annotations

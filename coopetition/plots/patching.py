@@ -54,7 +54,8 @@ def _heat(grid: pd.DataFrame, x: list[str], y: list[str], visible: bool, showsca
     values = grid.to_numpy(dtype=float)
     gap = np.broadcast_to(np.asarray(gap, dtype=float), values.shape)
     ok = np.abs(np.nan_to_num(gap, nan=0.0)) >= RELIABLE_GAP
-    hover = f"{where}<br>%{{z:.3f}} of the clean logit difference restored<br>gap %{{customdata:.2f}} logit<extra></extra>"
+    hover = (f"{where}<br>%{{z:.3f}} of the clean logit difference restored<br>gap %{{customdata:.2f}} logit"
+             "<extra></extra>")
     grey_hover = (f"{where}<br>value %{{text}} — not shown: gap %{{customdata:.2f}} logit "
                   f"(< {RELIABLE_GAP:g})<extra></extra>")
     text = [["NaN" if v != v else f"{v:.3f}" for v in row] for row in values]
