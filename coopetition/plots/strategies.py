@@ -56,6 +56,8 @@ def figure(table: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(range=[-0.02, 1.08], title_text="in-context accuracy", row=1, col=1)
     fig.update_yaxes(title_text="cross-entropy loss (nats)", row=2, col=1)
     fig.update_xaxes(title_text="optimizer step", row=2, col=1)
+    if curves["step"].nunique() == 1:  # one analysed step: one tick, not 1499, 1499.5, ...
+        fig.update_xaxes(tickvals=[int(curves["step"].iloc[0])])
     fig.update_layout(title="Strategies over training: each evaluator's in-context accuracy and loss", height=720,
                       width=1200, template="plotly_white", margin=dict(t=110),
                       updatemenus=[dict(type="buttons", direction="left", x=1.0, xanchor="right", y=1.1,
