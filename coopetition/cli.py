@@ -49,13 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     from coopetition.interventions import cli as intervention_cli
+    from coopetition.presets import DEFAULT_PRESET
 
     train = sub.add_parser("train", help="train a model with dense checkpoints and the strategy evaluators",
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog=f"interventions (--intervene):\n{intervention_cli.registry_help()}")
     train.add_argument("--run-dir", type=Path, help="where the run is written (required unless --resume RUN)")
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--preset", help="named config (see `coopetition presets`); default: quick")
+    source.add_argument("--preset", help="named config (see `coopetition presets`); default: "
+                                         f"{DEFAULT_PRESET} (a --config file is layered on it too)")
     source.add_argument("--config", type=Path, help="TOML or JSON config file (sections as in config.json)")
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace an existing run dir")
@@ -88,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace):
     """Preset or file, then shortcut flags, then --set overrides (later wins)."""
     from coopetition.config import apply_override, config_from_dict, merge, read_config_file
-    from coopetition.presets import get_preset
+    from coopetition.presets import DEFAULT_PRESET, get_preset
 
-    data: dict[str, Any] = get_preset(args.preset or "quick").to_dict()
+    data: dict[str, Any] = get_preset(args.preset or DEFAULT_PRESET).to_dict()
     if args.config:
         data = merge(data, read_config_file(args.config))
     for flag, (path, _) in SHORTCUTS.items():
@@ -129,12 +131,26 @@ def run_train(args: argparse.Namespace) -> int:
         config = resolve_config(args)
     result = train(config, args.run_dir, overwrite=args.overwrite, resume=args.resume,
                    progress=not args.no_progress)
-    final = {f"{e}.{m}": round(v, 4) for (e, m), v in result.final_eval.items() if m == "in_context_acc"}
     if args.resume and result.start_step == result.steps:
         print(f"{result.run_dir} was already complete at step {result.steps}; nothing to train")
-    print(f"run written to {result.run_dir} ({result.steps} steps, {result.wall_seconds:.0f} s); "
-          f"final in-context accuracy: {final}")
+    print(f"run written to {result.run_dir} ({result.steps} steps, {result.wall_seconds:.0f} s)")
+    if result.final_eval:
+        print(summary_table(result.final_eval))
     return 0
+
+
+def summary_table(final_eval: dict[tuple[str, str], float],
+                  metrics: tuple[str, ...] = ("in_context_acc", "acc", "loss")) -> str:
+    """The last eval step as a small table: one row per evaluator, a column per metric it has."""
+    evaluators = list(dict.fromkeys(e for e, _ in final_eval))
+    shown = [m for m in metrics if any((e, m) in final_eval for e in evaluators)]
+    width = max(len("evaluator"), *map(len, evaluators))
+    cells = {m: max(len(m), 6) for m in shown}
+    lines = [f"{'evaluator':<{width}}  " + "  ".join(f"{m:>{cells[m]}}" for m in shown)]
+    for e in evaluators:
+        lines.append(f"{e:<{width}}  " + "  ".join(
+            f"{final_eval[(e, m)]:>{cells[m]}.4f}" if (e, m) in final_eval else f"{'-':>{cells[m]}}" for m in shown))
+    return "\n".join(lines)
 
 
 RUN_TIME = ("threads", "device")  # change how fast a run goes, not what it computes: allowed with --resume

@@ -9,6 +9,7 @@ get the reference's 12800/0/184 class split by default) is given. ``quick`` is a
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import replace
 
 from coopetition.bank import BankConfig
@@ -98,7 +99,12 @@ PRESETS: dict[str, tuple[RunConfig, str]] = {
 }
 
 
+DEFAULT_PRESET = "quick-b256"  # `coopetition train` without --preset (and under --config), as in the README
+
+
 def get_preset(name: str) -> RunConfig:
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        near = difflib.get_close_matches(name, PRESETS, n=1, cutoff=0.5)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise ConfigError(f"unknown preset {name!r}; {hint}choose from {', '.join(PRESETS)}")
     return PRESETS[name][0]

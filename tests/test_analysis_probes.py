@@ -50,8 +50,9 @@ def test_probe_figure_draws_an_evaluator_that_lacks_a_target():
                  value=0.5) for step in (0, 100) for layer in (0, 1)
             for evaluator, target in (("flip", "query_class"), ("flip", "label_pos"), ("icl", "query_class"))]
     fig = figure(pd.DataFrame(rows))
-    assert len(fig.data) == 4  # 2 evaluators x 2 targets
-    empty = [trace for trace in fig.data if not trace.y]
+    heatmaps = [trace for trace in fig.data if trace.type == "heatmap"]  # (the rest: chance marks, their legend)
+    assert len(heatmaps) == 4  # 2 evaluators x 2 targets
+    empty = [trace for trace in heatmaps if not trace.y]
     assert len(empty) == 1 and not empty[0].visible  # icl's label_pos; flip is shown first
-    full = [trace for trace in fig.data if trace.y]
+    full = [trace for trace in heatmaps if trace.y]
     assert all(list(trace.y) == ["resid 0 · q", "resid 1 · q"] for trace in full)  # position 4 of 5 is the query

@@ -126,7 +126,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", SelectionWarning)
         warnings.showwarning = show
         result = analyze(args.run, args.spec, config, args.out, progress_bar=not args.no_progress)
-    print(f"analysed {len(result.steps)} checkpoints (steps {result.steps[0]}..{result.steps[-1]}); "
+    n = len(result.steps)
+    print(f"analysed {n} checkpoint{'s' if n != 1 else ''} (steps {result.steps[0]}..{result.steps[-1]}); "
           f"{len(result.tables)} tables and {len(result.figures)} pages in {result.out_dir} "
           f"(open {result.out_dir / 'index.html'})"
           + (f"; skipped {len(result.skipped)} corrupt checkpoint(s), see skipped_checkpoints.csv"

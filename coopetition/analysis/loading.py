@@ -16,61 +16,22 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
-from jaxtyping import Float, Int
-from torch import Tensor
 
 from coopetition.bank import ExemplarBank
 from coopetition.config import RunConfig
 from coopetition.errors import CorruptCheckpointWarning, DataError
 from coopetition.interventions import Intervened, Intervention, validated
 from coopetition.store.atomic import atomic_write
-from coopetition.store.checkpoint import CheckpointInfo, load_tensors
+from coopetition.store.checkpoint import CheckpointInfo
+from coopetition.store.run import EvalData, load_checkpoint  # noqa: F401 (re-exported: analyses import them from here)
 from coopetition.store.rundir import RunReader
 from coopetition.task.evaluators import EvaluatorSpec
-from coopetition.task.sampler import SequenceBatch, gather_features, sample_sequences
+from coopetition.task.sampler import SequenceBatch, sample_sequences
 from coopetition.train.setup import checkpoint_bytes_bound, derive_sizes, load_run_bank, model_for, stored_eval_sets
 from coopetition.train.sources import extra_graft_models, run_graft_models
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ICLTransformer
-
-
-@dataclass(frozen=True)
-class EvalData:
-    """``n`` sequences of one evaluator (item N is the query) with their exemplar vectors."""
-
-    name: str
-    exemplars: Float[Tensor, "n item dim"]
-    classes: Int[Tensor, "n item"]
-    labels: Int[Tensor, "n item"]
-    types: Int[Tensor, "n item"]
-
-    @classmethod
-    def from_batch(cls, name: str, batch: SequenceBatch, features: Tensor) -> "EvalData":
-        batch = batch.to(features.device)
-        return cls(name, gather_features(features, batch), batch.classes, batch.labels, batch.types)
-
-    @property
-    def n(self) -> int:
-        return self.classes.shape[0]
-
-    @property
-    def n_ctx(self) -> int:
-        return self.classes.shape[1] - 1
-
-    @property
-    def context_labels(self) -> Int[Tensor, "n ctx"]:
-        return self.labels[:, :-1]
-
-    @property
-    def target(self) -> Int[Tensor, " n"]:
-        return self.labels[:, -1]
-
-    def head(self, n: int) -> "EvalData":
-        return EvalData(self.name, self.exemplars[:n], self.classes[:n], self.labels[:n], self.types[:n])
-
-    def with_labels(self, name: str, labels: Int[Tensor, "n item"]) -> "EvalData":
-        return EvalData(name, self.exemplars, self.classes, labels, self.types)
 
 
 @dataclass(frozen=True)
@@ -162,13 +123,3 @@ class LoadedRun:
             gen = torch.Generator().manual_seed(seed * 7919 + index)
             out[name] = EvalData.from_batch(name, sample_sequences(spec.sequence, restricted, n_seqs, gen), features)
         return out
-
-
-def load_checkpoint(model: ICLTransformer, info: CheckpointInfo, device: str | torch.device = "cpu") -> None:
-    """Load ``info`` into ``model``: size, sha256 and the model's own state-dict layout are checked first."""
-    state, _ = load_tensors(info.path, device, info.bytes, info.sha256, model.checkpoint_layout())
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[-1].strip()
-        raise DataError(f"checkpoint {info.path} does not fit the run's model ({first})") from None

@@ -108,7 +108,7 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
             for name, columns in analysis.tables.items():
                 tables[name] = out / f"{name}.csv"
                 frames[name] = _write_table(tmp / f"{name}.csv", rows[name], list(columns))
-        written = timer.run("figures", write_figures, tmp, frames, config.analyses, shown=out)
+        written = timer.run("figures", write_figures, tmp, frames, config.analyses, shown=out, run=Path(run_dir).name)
         _write_record(tmp, run, spec, selection, evaluators, config, timer)
     figures = {name: out / path.name for name, path in written.items()}
     return AnalysisResult(out, selection.steps, tables, figures, dict(timer.seconds), dict(timer.cpu), skipped)

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from coopetition.analysis.registry import get, names
 from coopetition.plots import ablation, circuit, clamp, llc, patching, probes, progress, scorecard, strategies
-from coopetition.plots.common import ensure_plotlyjs, write_figure
+from coopetition.plots.common import ensure_plotlyjs, steps_label, subtitle, write_figure
 from coopetition.plots.generic import generic_figure
 from coopetition.plots.index import Entry, write_index
 
@@ -106,26 +106,32 @@ def pages_for(name: str, frames: dict[str, pd.DataFrame]) -> list[Page]:
 
 
 def write_figures(out: Path, frames: dict[str, pd.DataFrame], analyses: tuple[str, ...],
-                  shown: Path | None = None) -> dict[str, Path]:
+                  shown: Path | None = None, run: str | None = None) -> dict[str, Path]:
     """Write every page the tables of ``analyses`` allow plus ``index.html``; returns ``{file name: path}``.
 
-    ``shown`` is the folder named on the index page when ``out`` is a temporary folder swapped into place later."""
+    ``shown`` is the folder named on the index page when ``out`` is a temporary folder swapped into place later;
+    ``run`` (the run's folder name) goes under every page's title with the analysed steps."""
     out = Path(out)
     ensure_plotlyjs(out)
     written: dict[str, Path] = {}
     entries = []
     headline = None
+    # the analysed checkpoints (strategies' rows are every eval step of the run, not only those)
+    analysed = [f for t, f in frames.items() if t != "strategies" and f is not None and len(f)] or \
+        [f for f in frames.values() if f is not None and len(f)]
+    analysed_steps = sorted({int(s) for f in analysed for s in f["step"].unique()})
+    steps = sorted({int(s) for f in frames.values() if f is not None and len(f) for s in f["step"].unique()})
     for name in analyses:
         for entry, build in pages_for(name, frames):
             fig = build()
+            subtitle(fig, (f"run {run} · " if run else "") + steps_label(analysed_steps))
             written[entry.file] = write_figure(fig, out / entry.file)
             entries.append(entry)
             if entry.file == "strategies.html":
                 headline = fig
-    steps = sorted({int(s) for f in frames.values() if f is not None and len(f) for s in f["step"].unique()})
-    subtitle = (f"{len(steps)} steps, {steps[0]}..{steps[-1]}" if steps else "no rows") + f" — {Path(shown or out).resolve()}"
+    line = (f"{len(steps)} steps, {steps[0]}..{steps[-1]}" if steps else "no rows") + f" — {Path(shown or out).resolve()}"
     tables = [f"{t}.csv" for name in analyses for t in get(name).tables if t in frames]
-    written["index.html"] = write_index(out, entries, tables, headline, subtitle)
+    written["index.html"] = write_index(out, entries, tables, headline, line)
     return written
 
 
@@ -139,4 +145,5 @@ def replot(out: Path) -> dict[str, Path]:
     from coopetition.analysis.tables import read_analysis_table
 
     frames = {t: read_analysis_table(out, t) for a in analyses for t in get(a).tables}  # typed, even header-only
-    return write_figures(out, frames, analyses)
+    run = Path(str(json.loads(record.read_text()).get("run", ""))).name or None if record.is_file() else None
+    return write_figures(out, frames, analyses, run=run)

@@ -3,10 +3,11 @@ folder has it, ``strategies.csv`` for the curves above the graph).
 
 Columns are layers (embeddings, layer 0, ..., logits); the three embeddings are stacked by position class
 (exemplar, label, position) and the heads by index. An edge ends at its receiver's Q (upper), K (middle) or V
-(lower) port. Width and colour show the exact path-patching effect (normalised logit difference; red restores the
-clean behaviour, blue works against it), binned by |effect|; the buttons hide the bins below a threshold, the
-slider (Plotly frames, which change only the data, so the threshold survives) moves over checkpoints and marks the
-step on the strategy curves. Hover an edge's midpoint for both estimators.
+(lower) port. Width and colour show the exact path-patching effect (normalised logit difference; blue restores the
+clean answer, i.e. helps it, red works against it: the convention of every page, ``plots.common``), binned by
+|effect|; the buttons hide the bins below a threshold, the slider (Plotly frames, which change only the data, so the
+threshold survives) moves over checkpoints and marks the step on the strategy curves. Hover an edge's midpoint for
+both estimators. With fewer than two curve steps (one analysed checkpoint) the page is the graph alone.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from plotly.subplots import make_subplots
 
 from coopetition.analysis.strategies import EVENTS
 from coopetition.interventions.paths import EMBEDDINGS, LOGITS, parse_head
-from coopetition.plots.common import colour, step_axis
+from coopetition.plots.common import HELPS_RGB, HURTS_RGB, colour, step_axis
 from coopetition.plots.strategies import EVENT_STYLE
 
 CAPTION = ("The computational graph (embeddings, heads, logits) with every edge's effect through Q, K or V by "
@@ -31,7 +32,7 @@ BINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)  # lower edges of the |effect| bins
 WIDTHS = (0.6, 1.2, 2.0, 3.5, 5.5, 8.0)
 ALPHAS = (0.25, 0.4, 0.55, 0.7, 0.85, 1.0)
 PORTS = {"q": 0.22, "k": 0.0, "v": -0.22, "direct": 0.0}
-SIGNS = (("restores", "214, 39, 40"), ("opposes", "31, 119, 180"))
+SIGNS = (("helps: restores the clean answer", HELPS_RGB), ("hurts: works against it", HURTS_RGB))
 
 
 def pairs(table: pd.DataFrame) -> list[str]:
@@ -78,7 +79,7 @@ def _edge_traces(edges: pd.DataFrame, where: dict) -> list[dict]:
                  for s, r, i in zip(in_bin["sender"], in_bin["receiver"], in_bin["input"])]
         text = [f"{s} → {r} ({i})<br>exact {e:+.3f}<br>attribution {a:+.3f}" for s, r, i, e, a in
                 zip(in_bin["sender"], in_bin["receiver"], in_bin["input"], in_bin["exact"], in_bin["attribution"])]
-        out.append(dict(x=mid_x or [None], y=mid_y or [None], text=text or [""]))
+        out.append(dict(x=mid_x or [None], y=mid_y or [None], text=text or [""]))  # invisible hover targets
     return out
 
 
@@ -108,6 +109,13 @@ def _start(steps: list[int], strategies: pd.DataFrame | None) -> int:
     return len(steps) - 1
 
 
+def _has_curves(strategies: pd.DataFrame | None) -> bool:
+    """Curves need two steps at least; one analysed checkpoint gets the graph alone, not an empty axis."""
+    if strategies is None or not len(strategies):
+        return False
+    return strategies.loc[~strategies["metric"].isin(EVENTS), "step"].nunique() >= 2
+
+
 def figure(table: pd.DataFrame, pair: str, strategies: pd.DataFrame | None = None) -> go.Figure:
     rows = table[(table["pair"] == pair) & table["method"].isin(("exact", "attribution"))]
     wide = rows.pivot_table(index=["step", "sender", "receiver", "input"], columns="method", values="effect",
@@ -118,29 +126,42 @@ def figure(table: pd.DataFrame, pair: str, strategies: pd.DataFrame | None = Non
     steps = step_axis(rows)
     nodes = sorted(set(wide["sender"]) | set(wide["receiver"]))
     where = _layout(nodes)
-    fig = make_subplots(rows=2, cols=1, row_heights=[0.25, 0.75], vertical_spacing=0.08,
-                        subplot_titles=("strategies (in-context accuracy; IWL: acc) — the line marks the step",
-                                        f"edges of pair {pair}: exact path patching (normalised logit difference)"))
-    _strategy_curves(fig, strategies)
+    curves = _has_curves(strategies)
+    graph_title = f"edges of pair {pair}: exact path patching (normalised logit difference; hover an edge's middle)"
+    if curves:
+        fig = make_subplots(rows=2, cols=1, row_heights=[0.25, 0.75], vertical_spacing=0.1,
+                            subplot_titles=("strategies (in-context accuracy; IWL: acc) — the black line marks "
+                                            "the step shown", graph_title))
+        _strategy_curves(fig, strategies)
+    else:
+        fig = make_subplots(rows=1, cols=1, subplot_titles=(graph_title,))
+    g = 2 if curves else 1  # the graph's row
     first = len(fig.data)
     per_step = {step: _edge_traces(wide[wide["step"] == step], where) for step in steps}
-    start = _start(steps, strategies)
+    start = _start(steps, strategies) if curves else len(steps) - 1
     for b, (low, width, alpha) in enumerate(zip(BINS, WIDTHS, ALPHAS)):
         for s, (sign, rgb) in enumerate(SIGNS):
             fig.add_trace(go.Scatter(mode="lines", line=dict(width=width, color=f"rgba({rgb}, {alpha})"), visible=b > 0,
                                      name=f"|effect| ≥ {low} ({sign})", legendgroup=f"bin{b}", showlegend=False,
-                                     hoverinfo="skip", **per_step[steps[start]][3 * b + s]), 2, 1)
-        fig.add_trace(go.Scatter(mode="markers", marker=dict(size=6, color="rgba(0,0,0,0.06)"), showlegend=False,
+                                     hoverinfo="skip", **per_step[steps[start]][3 * b + s]), g, 1)
+        fig.add_trace(go.Scatter(mode="markers", marker=dict(size=12, color="rgba(0,0,0,0)"), showlegend=False,
                                  visible=b > 0,
-                                 hovertemplate="%{text}<extra></extra>", **per_step[steps[start]][3 * b + 2]), 2, 1)
+                                 hovertemplate="%{text}<extra></extra>", **per_step[steps[start]][3 * b + 2]), g, 1)
     marker = len(fig.data)
-    fig.add_trace(go.Scatter(x=[steps[start]] * 2, y=[0, 1], mode="lines", line=dict(color="black", width=2),
-                             name="this step", showlegend=False, hoverinfo="skip"), 1, 1)
-    _nodes(fig, where)
-    fig.frames = [go.Frame(name=str(step), traces=list(range(first, marker + 1)),
-                           data=[go.Scatter(**d) for d in per_step[step]] + [go.Scatter(x=[step] * 2, y=[0, 1])])
+    if curves:
+        fig.add_trace(go.Scatter(x=[steps[start]] * 2, y=[0, 1], mode="lines", line=dict(color="black", width=2),
+                                 name="this step", showlegend=False, hoverinfo="skip"), 1, 1)
+    for sign, rgb in SIGNS:  # the colour legend (also shows the line width of a strong edge)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=f"rgb({rgb})", width=5),
+                                 name=f"edge {sign}", legendgroup="signs"), g, 1)
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color="grey", width=1),
+                             name="width: |effect| (0.6 px < 0.02 … 8 px ≥ 0.5)", legendgroup="signs"), g, 1)
+    _nodes(fig, where, g)
+    fig.frames = [go.Frame(name=str(step), traces=list(range(first, marker + (1 if curves else 0))),
+                           data=[go.Scatter(**d) for d in per_step[step]]
+                           + ([go.Scatter(x=[step] * 2, y=[0, 1])] if curves else []))
                   for step in steps]
-    slider = dict(active=start, currentvalue=dict(prefix="step "), pad=dict(t=30), x=0.0, len=1.0,
+    slider = dict(active=start, currentvalue=dict(prefix="checkpoint step "), pad=dict(t=30), x=0.0, len=1.0,
                   steps=[dict(label=str(step), method="animate",
                               args=[[str(step)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                                       transition=dict(duration=0))]) for step in steps])
@@ -150,28 +171,33 @@ def figure(table: pd.DataFrame, pair: str, strategies: pd.DataFrame | None = Non
                           list(range(first, first + n_bin_traces))]) for b, low in enumerate(BINS) if b]
     buttons.insert(0, dict(label="all edges", method="restyle",
                            args=[{"visible": [True] * n_bin_traces}, list(range(first, first + n_bin_traces))]))
-    fig.update_layout(title=f"Circuit over training: {pair}", template="plotly_white", height=1000, width=1300,
-                      sliders=[slider], legend=dict(y=1.0, yanchor="top"),
-                      updatemenus=[dict(type="buttons", direction="down", active=1, x=1.01, xanchor="left", y=0.55,
+    fig.update_layout(title=f"Circuit over training, pair {pair}: which edges carry the clean answer "
+                            f"({'slider: checkpoint' if len(steps) > 1 else f'step {steps[0]}'})",
+                      template="plotly_white", height=1000 if curves else 800, width=1300,
+                      sliders=[slider] if len(steps) > 1 else [], margin=dict(t=110),
+                      legend=dict(y=1.0, yanchor="top"),
+                      updatemenus=[dict(type="buttons", direction="down", active=1, x=1.01, xanchor="left", y=0.45,
                                         yanchor="top", buttons=buttons, showactive=True)])
-    fig.update_yaxes(range=[-0.02, 1.05], title_text="in-context acc", row=1, col=1)
-    fig.update_xaxes(title_text="step", row=1, col=1)
-    fig.update_xaxes(visible=False, row=2, col=1)
-    fig.update_yaxes(visible=False, row=2, col=1)
+    if curves:
+        fig.update_yaxes(range=[-0.02, 1.05], title_text="in-context acc", row=1, col=1)
+        fig.update_xaxes(title_text="optimizer step", row=1, col=1)
+    fig.update_xaxes(visible=False, row=g, col=1)
+    fig.update_yaxes(visible=False, row=g, col=1)
     return fig
 
 
-def _nodes(fig: go.Figure, where: dict) -> None:
+def _nodes(fig: go.Figure, where: dict, row: int = 2) -> None:
     names = list(where)
     fig.add_trace(go.Scatter(x=[where[n][0] for n in names], y=[where[n][1] for n in names], mode="markers+text",
-                             text=names, textposition="middle center", textfont=dict(size=10),
-                             marker=dict(size=34, color="white", line=dict(color="#444", width=1.5)),
-                             showlegend=False, hoverinfo="skip"), 2, 1)
+                             text=names, textposition="middle center", textfont=dict(size=11, color="#222"),
+                             marker=dict(size=[64 if len(n) > 5 else 42 for n in names], color="white",
+                                         line=dict(color="#444", width=1.5)),
+                             showlegend=False, hoverinfo="skip"), row, 1)
     heads = [n for n in names if parse_head(n)]
     for port, dy in (("q", PORTS["q"]), ("k", PORTS["k"]), ("v", PORTS["v"])):
-        fig.add_trace(go.Scatter(x=[where[n][0] - 0.13 for n in heads], y=[where[n][1] + dy for n in heads],
-                                 mode="text", text=[port] * len(heads), textfont=dict(size=8, color="#666"),
-                                 showlegend=False, hoverinfo="skip"), 2, 1)
+        fig.add_trace(go.Scatter(x=[where[n][0] - 0.16 for n in heads], y=[where[n][1] + dy for n in heads],
+                                 mode="text", text=[port.upper()] * len(heads),
+                                 textfont=dict(size=10, color="#333"), showlegend=False, hoverinfo="skip"), row, 1)
 
 
 def agreement_figure(table: pd.DataFrame) -> go.Figure:
@@ -183,6 +209,8 @@ def agreement_figure(table: pd.DataFrame) -> go.Figure:
         p = p.sort_values("step")
         fig.add_trace(go.Scatter(x=p["step"], y=p["effect"], mode="lines+markers", name=f"{pair}: {metric}",
                                  line=dict(dash="solid" if metric == "spearman" else "dot")))
-    fig.update_layout(title="Edge attribution vs exact path patching over training", template="plotly_white",
-                      xaxis_title="step", yaxis=dict(title="agreement", range=[-1.05, 1.05]), height=550)
+    fig.update_layout(title="Edge attribution vs exact path patching over training, per pair",
+                      template="plotly_white", xaxis_title="checkpoint (optimizer step)",
+                      yaxis=dict(title="agreement (Spearman ρ; top-5 overlap fraction)", range=[-1.05, 1.05]),
+                      height=550, margin=dict(t=110))
     return fig

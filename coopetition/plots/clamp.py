@@ -59,12 +59,18 @@ def figure(table: pd.DataFrame, evaluator: str, metric: str = "in_context_acc") 
                                    x=0.5, y=0.5, row=r, col=c, font=dict(color="grey"))
             fig.add_hline(y=0.5, line=dict(color="grey", dash="dot", width=1), row=r, col=c)
             fig.add_vline(x=0.5, line=dict(color="grey", dash="dot", width=1), row=r, col=c)
-    sliders = [dict(active=len(steps) - 1, currentvalue=dict(prefix="step "), pad=dict(t=40),
-                    steps=[dict(label=str(step), method="restyle", args=[{"visible": [o == i for o in owners]}])
+    sliders = [dict(active=len(steps) - 1, currentvalue=dict(prefix="checkpoint step "), pad=dict(t=50),
+                    steps=[dict(label=str(step), method="update", args=[{"visible": [o == i for o in owners]},
+                                                                         {"title.text": title(evaluator, step)}])
                            for i, step in enumerate(steps)])]
     fig.update_xaxes(title_text="clamped strength S (attention delta = 2S - 1)", range=[-0.03, 1.03])
-    fig.update_yaxes(title_text=metric, range=[-0.03, 1.03], col=1)
-    fig.update_layout(title=f"Activation clamping on {evaluator}: {metric} against clamped strength",
-                      template="plotly_white", sliders=sliders, height=380 * len(kinds) + 180,
-                      width=max(900, 380 * len(conditions)))
+    fig.update_yaxes(title_text="in-context accuracy" if metric == "in_context_acc" else metric,
+                     range=[-0.03, 1.03], col=1)
+    fig.update_layout(title=title(evaluator, steps[-1]), template="plotly_white", sliders=sliders,
+                      height=380 * len(kinds) + 200, width=max(1000, 380 * len(conditions)), margin=dict(t=110))
     return fig
+
+
+def title(evaluator: str, step: int) -> str:
+    return (f"Activation clamping on {evaluator} sequences at step {step}: in-context accuracy against the clamped "
+            "attention strength")

@@ -12,7 +12,19 @@ PLOTLY_JS = "plotly.min.js"
 EVALUATOR_COLOURS = {"train": "black", "b2_train": "#7f7f7f", "icl": "#1f77b4", "flip": "#d62728",
                      "ciwl": "#2ca02c", "iwl": "#9467bd"}
 HEAD_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
-DIVERGING = "RdBu"
+LAYER_DASHES = ("solid", "dash", "dot", "dashdot")  # a head's line: colour by head index, dash by layer
+
+# One colour convention on every page: BLUE = the unit helps the clean/correct answer, RED = it hurts it.
+# Patching and path patching: a positive normalised logit difference restores the clean answer -> blue.
+# Ablation: removing a unit that helps lowers accuracy, a negative delta -> blue (``HELPS_LOW``).
+HELPS, HURTS, NEUTRAL = "#2166ac", "#b2182b", "#f7f7f7"
+HELPS_RGB, HURTS_RGB = "33, 102, 172", "178, 24, 43"
+HELPS_HIGH = [[0.0, HURTS], [0.25, "#ef8a62"], [0.5, NEUTRAL], [0.75, "#67a9cf"], [1.0, HELPS]]  # + helps
+HELPS_LOW = [[1.0 - at, c] for at, c in reversed(HELPS_HIGH)]  # - helps (ablation deltas)
+DIVERGING = HELPS_HIGH
+CONVENTION = "blue: helps the clean answer · red: hurts it"
+LOW_GAP_GREY = "#bdbdbd"
+PAPER_SIZE = (1000, 700)  # px of an SVG download when a figure sets no size: a full-width paper figure
 
 
 def colour(evaluator: str) -> str:
@@ -31,10 +43,51 @@ def ensure_plotlyjs(out: Path) -> None:
         path.write_text(script)
 
 
+def html_config(fig: go.Figure, name: str) -> dict:
+    """Plotly's config: the camera button downloads an SVG (vector, for a paper) at the figure's own size."""
+    width = int(fig.layout.width or PAPER_SIZE[0])
+    height = int(fig.layout.height or PAPER_SIZE[1])
+    return {"responsive": True, "displaylogo": False,
+            "toImageButtonOptions": {"format": "svg", "filename": name, "width": width, "height": height, "scale": 1}}
+
+
 def write_figure(fig: go.Figure, path: Path) -> Path:
     # auto_play off: a figure with frames (circuit's slider) opens on its chosen step instead of playing them all
-    fig.write_html(path, include_plotlyjs=PLOTLY_JS, full_html=True, config={"responsive": True}, auto_play=False)
+    fig.write_html(path, include_plotlyjs=PLOTLY_JS, full_html=True, config=html_config(fig, path.stem),
+                   auto_play=False)
     return path
+
+
+def colour_bar(title: str, length: int = 320, **extra) -> dict:
+    """A colour bar of fixed height at the top right, so all of it is on the first screen of a tall page."""
+    return dict(title=dict(text=title, side="right"), lenmode="pixels", len=length, y=1.0, yanchor="top",
+                thickness=14, **extra)
+
+
+def subtitle(fig: go.Figure, line: str) -> go.Figure:
+    """Append a smaller second title line (run, steps) to the title, and to every title a menu or slider sets."""
+    text = fig.layout.title.text or ""
+    fig.update_layout(title=dict(text=f"{text}<br><sup>{line}</sup>", x=0.01, xanchor="left"))
+    controls = [b for m in fig.layout.updatemenus or () for b in m.buttons or ()]
+    controls += [s for slider in fig.layout.sliders or () for s in slider.steps or ()]
+    for control in controls:
+        args = list(control.args or ())
+        if len(args) > 1 and isinstance(args[1], dict) and "title.text" in args[1]:
+            args[1] = {**args[1], "title.text": f"{args[1]['title.text']}<br><sup>{line}</sup>"}
+            control.args = args
+    return fig
+
+
+def range_of(values, floor: float = 0.05, cap: float = 1.0) -> float:
+    """A symmetric colour range that fits the data (no saturated cells), at least ``floor``."""
+    finite = [abs(float(v)) for v in values if v == v]
+    return min(max(max(finite, default=floor), floor), cap) if finite else floor
+
+
+def steps_label(steps: list[int]) -> str:
+    if not steps:
+        return "no checkpoints"
+    return f"step {steps[0]}" if len(steps) == 1 else f"{len(steps)} checkpoints, steps {steps[0]}..{steps[-1]}"
 
 
 def step_axis(table: pd.DataFrame) -> list[int]:

@@ -35,7 +35,7 @@ def figure(llc: pd.DataFrame, strategies: pd.DataFrame | None = None) -> go.Figu
                                      line=dict(color=colour(evaluator)),
                                      hovertemplate=f"{evaluator}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>"), 1, 1)
         fig.add_hline(y=0.5, line=dict(dash="dash", color="grey"), row=1, col=1)
-        fig.update_yaxes(range=[-0.02, 1.05], row=1, col=1)
+        fig.update_yaxes(range=[-0.02, 1.05], title_text="in-context acc", row=1, col=1)
         for _, event in strategies[strategies["metric"].isin(("icl_peak", "crossover"))].iterrows():
             label, tint, _ = EVENT_STYLE[event["metric"]]
             fig.add_vline(x=event["step"], line=dict(dash="dot", color=tint))
@@ -60,11 +60,12 @@ def figure(llc: pd.DataFrame, strategies: pd.DataFrame | None = None) -> go.Figu
     fig.add_trace(go.Scatter(x=summary["step"], y=summary["init_loss"], mode="lines+markers", name="L(w*)",
                              line=dict(color="#8c564b"),
                              hovertemplate="step %{x}<br>L(w*) %{y:.4f}<extra></extra>"), row + 1, 1)
-    fig.update_yaxes(title_text="LLC", row=row, col=1)
-    fig.update_yaxes(title_text="loss", type="log", row=row + 1, col=1)
-    fig.update_xaxes(title_text="step", row=len(panels), col=1)
+    fig.update_yaxes(title_text="LLC (dimensionless)", row=row, col=1)
+    fig.update_yaxes(title_text="loss (nats, log)", type="log", row=row + 1, col=1)
+    fig.update_xaxes(title_text="optimizer step", row=len(panels), col=1)
     axes = [f"xaxis{i if i > 1 else ''}.type" for i in range(1, len(panels) + 1)]
-    fig.update_layout(title="Local learning coefficient over training", height=300 * len(panels) + 120,
+    fig.update_layout(title="Local learning coefficient of every checkpoint over training", margin=dict(t=110),
+                      height=300 * len(panels) + 140,
                       template="plotly_white",
                       updatemenus=[dict(type="buttons", direction="left", x=1.0, xanchor="right", y=1.06,
                                         buttons=[dict(label="linear x", method="relayout",
@@ -114,8 +115,9 @@ def traces_figure(trace: pd.DataFrame, llc: pd.DataFrame) -> go.Figure:
                     steps=[dict(label=str(step), method="restyle", args=[{"visible": [o == i for o in owners]}])
                            for i, step in enumerate(steps)])]
     fig.update_xaxes(title_text="SGLD step")
-    fig.update_yaxes(title_text="loss", row=1, col=1)
-    fig.update_yaxes(title_text="LLC", row=1, col=2)
-    fig.update_layout(title="LLC diagnostics: SGLD loss traces per chain", template="plotly_white", height=560,
+    fig.update_yaxes(title_text="loss (nats)", row=1, col=1)
+    fig.update_yaxes(title_text="running LLC estimate", row=1, col=2)
+    fig.update_layout(title="LLC diagnostics: SGLD loss traces per chain (slider: checkpoint)",
+                      template="plotly_white", height=580, margin=dict(t=110),
                       sliders=sliders)
     return fig

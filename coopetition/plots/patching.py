@@ -3,15 +3,19 @@ slider over checkpoints; head x checkpoint heatmaps per component; attribution a
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from coopetition.plots.common import DIVERGING, evaluator_menu, step_axis
+from coopetition.analysis.patching import MIN_GAP
+from coopetition.plots.common import HELPS_HIGH, LOW_GAP_GREY, colour_bar, evaluator_menu, step_axis
 
 CAPTION_POSITIONS = ("Normalised logit difference restored by patching one clean activation into the corrupted run: "
                      "residual stream per layer boundary x token position (top) and each head's output per position "
-                     "(bottom), one column per clean/corrupted pair; the slider picks the checkpoint.")
+                     "(bottom), one column per clean/corrupted pair; the slider picks the checkpoint. Blue: restores "
+                     "the clean answer (helps it); red: pushes towards the corrupted one. Grey: too small a "
+                     "clean/corrupted gap to read.")
 CAPTION_HEADS = ("Per-head patching over training: head output (z), queries, keys, values or attention pattern of "
                  "each head, exact or attribution (gradient) estimate (menu), one column per pair.")
 CAPTION_ATTRIBUTION = ("Attribution patching against exact patching for every head's output at every checkpoint "
@@ -24,10 +28,42 @@ def token_names(n_pos: int) -> list[str]:
     return [f"{'xy'[p % 2]}{p // 2 + 1}" for p in range(n_pos - 1)] + ["q"]
 
 
-def _heat(grid: pd.DataFrame, x: list[str], y: list[str], visible: bool, showscale: bool) -> go.Heatmap:
-    return go.Heatmap(z=grid.values, x=x, y=y, zmin=-1, zmax=1, zmid=0, colorscale=DIVERGING, visible=visible,
-                      showscale=showscale, colorbar=dict(title="norm. LD"),
-                      hovertemplate="%{y}<br>%{x}<br>%{z:.3f}<extra></extra>")
+RELIABLE_GAP = 1.0  # logits; below it the normalised value is greyed out (a display choice: the CSV keeps it)
+GREY = [[0.0, LOW_GAP_GREY], [1.0, LOW_GAP_GREY]]
+GAP_NOTE = (f"Grey cells: the clean − corrupted logit difference (gap) is under {RELIABLE_GAP:g} logit at that "
+            f"checkpoint, so the ratio is noise (under {MIN_GAP:g} it is undefined: NaN in patching.csv). "
+            "Hover shows value and gap.")
+SCALE_TITLE = "restored logit diff. (1 = clean, 0 = corrupted)"
+
+
+def gaps(table: pd.DataFrame) -> dict[tuple[int, str], float]:
+    """``{(step, pair): clean − corrupted logit difference}`` from the baseline rows."""
+    base = table[table["kind"] == "baseline"].pivot_table(index=["step", "pair"], columns="component", values="value")
+    if not len(base) or not {"clean", "corrupt"} <= set(base.columns):
+        return {}
+    return {(int(s), p): float(v) for (s, p), v in (base["clean"] - base["corrupt"]).items()}
+
+
+def reliable(gap: float | None) -> bool:
+    return gap is not None and abs(gap) >= RELIABLE_GAP
+
+
+def _heat(grid: pd.DataFrame, x: list[str], y: list[str], visible: bool, showscale: bool,
+          gap: np.ndarray, where: str) -> list[go.Heatmap]:
+    """The value heatmap (cells of a reliable gap) and a grey one over the rest; ``gap`` broadcasts to the grid."""
+    values = grid.to_numpy(dtype=float)
+    gap = np.broadcast_to(np.asarray(gap, dtype=float), values.shape)
+    ok = np.abs(np.nan_to_num(gap, nan=0.0)) >= RELIABLE_GAP
+    hover = (f"{where}<br>%{{z:.3f}} of the clean logit difference restored<br>gap %{{customdata:.2f}} logit"
+             "<extra></extra>")
+    grey_hover = (f"{where}<br>value %{{text}} — not shown: gap %{{customdata:.2f}} logit "
+                  f"(< {RELIABLE_GAP:g})<extra></extra>")
+    text = [["NaN" if v != v else f"{v:.3f}" for v in row] for row in values]
+    return [go.Heatmap(z=np.where(ok, values, np.nan), x=x, y=y, zmin=-1, zmax=1, zmid=0, colorscale=HELPS_HIGH,
+                       visible=visible, showscale=showscale, colorbar=colour_bar(SCALE_TITLE), customdata=gap,
+                       hovertemplate=hover),
+            go.Heatmap(z=np.where(ok, np.nan, 0.0), x=x, y=y, zmin=0, zmax=1, colorscale=GREY, showscale=False,
+                       visible=visible, customdata=gap, text=text, hovertemplate=grey_hover, name="low gap")]
 
 
 def positions_figure(table: pd.DataFrame) -> go.Figure:
@@ -35,40 +71,56 @@ def positions_figure(table: pd.DataFrame) -> go.Figure:
     pairs, steps = list(exact["pair"].unique()), step_axis(exact)
     n_pos = int(exact["position"].max()) + 1
     tokens = token_names(n_pos)
-    fig = make_subplots(rows=2, cols=len(pairs), subplot_titles=pairs + [""] * len(pairs), vertical_spacing=0.1)
+    gap = gaps(table)
+    fig = make_subplots(rows=2, cols=len(pairs), subplot_titles=[f"pair {p}" for p in pairs] + [""] * len(pairs),
+                        vertical_spacing=0.14)
     owners, traces, rows, cols = [], [], [], []
     for s_index, step in enumerate(steps):
         at = exact[exact["step"] == step]
+        show = s_index == len(steps) - 1
         for c, pair in enumerate(pairs, start=1):
             p = at[at["pair"] == pair]
+            g = gap.get((step, pair), np.nan)
             resid = p[p["component"] == "resid"].pivot_table(index="layer", columns="position", values="value")
             resid = resid.reindex(columns=range(n_pos))
-            traces.append(_heat(resid, tokens, [f"resid {l}" for l in resid.index], s_index == len(steps) - 1,
-                                c == 1))
+            traces += _heat(resid, tokens, [f"resid {l}" for l in resid.index], show, c == 1, g,
+                            f"{pair} · %{{y}} · token %{{x}} · step {step}")
             heads = p[(p["component"] == "z") & (p["position"] >= 0)]
             grid = heads.assign(unit="L" + heads["layer"].astype(str) + "H" + heads["head"].astype(str))
             grid = grid.pivot_table(index="unit", columns="position", values="value", sort=False)
-            traces.append(_heat(grid.reindex(columns=range(n_pos)), tokens, list(grid.index),
-                                s_index == len(steps) - 1, False))
-            owners += [s_index, s_index]
-            rows += [1, 2]
-            cols += [c, c]
+            traces += _heat(grid.reindex(columns=range(n_pos)), tokens, list(grid.index), show, False, g,
+                            f"{pair} · %{{y}} output · token %{{x}} · step {step}")
+            owners += [s_index] * 4
+            rows += [1, 1, 2, 2]
+            cols += [c] * 4
     fig.add_traces(traces, rows=rows, cols=cols)
-    sliders = [dict(active=len(steps) - 1, currentvalue=dict(prefix="step "), pad=dict(t=40),
+    sliders = [dict(active=len(steps) - 1, currentvalue=dict(prefix="checkpoint step "), pad=dict(t=60),
                     steps=[dict(label=str(step), method="restyle",
                                 args=[{"visible": [o == i for o in owners]}]) for i, step in enumerate(steps)])]
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title="Activation patching by position", template="plotly_white", sliders=sliders,
-                      height=900, width=max(700, 380 * len(pairs)))
+    fig.update_yaxes(title_text="residual stream entering layer", row=1, col=1)
+    fig.update_yaxes(title_text="head output (L layer H head)", row=2, col=1)
+    fig.update_xaxes(title_text="token position (x: exemplar, y: label, q: query)", title_standoff=4)
+    fig.add_annotation(text=GAP_NOTE, xref="paper", yref="paper", x=0, y=-0.1, showarrow=False, xanchor="left",
+                       font=dict(size=11, color="#555"))
+    fig.update_layout(title="Activation patching by position: clean activation patched into the corrupted run",
+                      template="plotly_white", sliders=sliders, height=950, width=max(900, 380 * len(pairs)),
+                      margin=dict(t=110, b=170))
     return fig
+
+
+def heads_title(component: str, kind: str) -> str:
+    names = {"z": "head output", "q": "queries", "k": "keys", "v": "values", "pattern": "attention pattern"}
+    return f"Per-head patching over training: {names.get(component, component)} ({component}), {kind} patching"
 
 
 def heads_figure(table: pd.DataFrame) -> go.Figure:
     rows = table[table["kind"].isin(["exact", "attribution"]) & (table["position"] == -1)
                  & (table["component"] != "resid") & (table["layer"] >= 0)]
     pairs, steps = list(rows["pair"].unique()), step_axis(rows)
+    gap = gaps(table)
     choices = [(c, k) for c in ("z", "q", "k", "v", "pattern") for k in ("exact", "attribution")]
-    fig = make_subplots(rows=1, cols=len(pairs), subplot_titles=pairs, shared_yaxes=True)
+    fig = make_subplots(rows=1, cols=len(pairs), subplot_titles=[f"pair {p}" for p in pairs], shared_yaxes=True)
     owners = []
     for i, (component, kind) in enumerate(choices):
         part = rows[(rows["component"] == component) & (rows["kind"] == kind)]
@@ -76,14 +128,22 @@ def heads_figure(table: pd.DataFrame) -> go.Figure:
             p = part[part["pair"] == pair]
             p = p.assign(unit="L" + p["layer"].astype(str) + "H" + p["head"].astype(str))
             grid = p.pivot_table(index="unit", columns="step", values="value", sort=False).reindex(columns=steps)
-            fig.add_trace(_heat(grid, [str(s) for s in steps], list(grid.index), i == 0, c == 1), 1, c)
-            owners.append(i)
+            g = np.array([gap.get((s, pair), np.nan) for s in steps])[None, :]
+            for trace in _heat(grid, [str(s) for s in steps], list(grid.index), i == 0, c == 1, g,
+                               f"{pair} · %{{y}} {component} · step %{{x}}"):
+                fig.add_trace(trace, 1, c)
+                owners.append(i)
     menu = evaluator_menu([f"{c} · {k}" for c, k in choices], [[o == i for o in owners] for i in range(len(choices))],
                           y=1.08)
-    fig.update_xaxes(type="category", title_text="step")
+    for button, (component, kind) in zip(menu["buttons"], choices):
+        button.update(method="update", args=[button["args"][0], {"title.text": heads_title(component, kind)}])
+    fig.update_xaxes(type="category", title_text="checkpoint (optimizer step)")
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title="Per-head patching over training (component · method: menu)", template="plotly_white",
-                      updatemenus=[menu], height=650, width=max(700, 420 * len(pairs)))
+    fig.update_yaxes(title_text="head (L layer H head)", col=1)
+    fig.add_annotation(text=GAP_NOTE, xref="paper", yref="paper", x=0, y=-0.2, showarrow=False, xanchor="left",
+                       font=dict(size=11, color="#555"))
+    fig.update_layout(title=heads_title(*choices[0]), template="plotly_white", updatemenus=[menu], height=700,
+                      width=max(900, 420 * len(pairs)), margin=dict(t=120, b=150))
     return fig
 
 
@@ -110,8 +170,10 @@ def attribution_figure(table: pd.DataFrame) -> go.Figure:
             continue
         p = p.sort_values("step")
         fig.add_trace(go.Scatter(x=p["step"], y=p["value"], mode="lines+markers", name=f"{pair}: {metric}"), 2, 1)
-    fig.update_xaxes(title_text="exact (normalised LD)", row=1, col=1)
-    fig.update_yaxes(title_text="attribution", row=1, col=1)
-    fig.update_xaxes(title_text="step", row=2, col=1)
-    fig.update_layout(title="Attribution patching vs exact patching", template="plotly_white", height=850)
+    fig.update_xaxes(title_text="exact patching (normalised logit difference restored)", row=1, col=1)
+    fig.update_yaxes(title_text="attribution estimate (same units)", row=1, col=1)
+    fig.update_xaxes(title_text="checkpoint (optimizer step)", row=2, col=1)
+    fig.update_yaxes(title_text="agreement (Spearman ρ; sign fraction)", range=[-1.05, 1.05], row=2, col=1)
+    fig.update_layout(title="Attribution patching vs exact patching, every head's output", template="plotly_white",
+                      height=850, margin=dict(t=110))
     return fig

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from coopetition.plots.common import evaluator_menu, head_colour, preferred, step_axis
+from coopetition.plots.common import LAYER_DASHES, colour_bar, evaluator_menu, head_colour, preferred, step_axis
 from coopetition.plots.patching import token_names
 
 CAPTION = ("Per-head progress measures over training. First layer (code layer 0): previous-token score and "
@@ -36,10 +36,15 @@ def figure(table: pd.DataFrame) -> go.Figure:
             rows = table[(table["evaluator"] == evaluator) & (table["measure"] == measure) & (table["layer"] == layer)]
             for head, s in rows.groupby("head"):
                 s = s.sort_values("step")
-                fig.add_trace(go.Scatter(x=s["step"], y=s["value"], mode="lines+markers", marker=dict(size=4),
-                                         name=f"L{layer}H{head}", legendgroup=f"L{layer}H{head}",
-                                         showlegend=p_index in (0, 3), visible=e_index == shown,
-                                         line=dict(color=head_colour(int(head))),
+                # colour: head index; dash and marker: layer (the two layers' heads share colours)
+                fig.add_trace(go.Scatter(x=s["step"], y=s["value"], mode="lines+markers",
+                                         marker=dict(size=6 if layer else 5, symbol="square" if layer else "circle"),
+                                         name=f"L{layer}H{head}", legendgroup=f"layer{layer}",
+                                         legendgrouptitle_text=f"layer {layer} ({'left' if layer == 0 else 'right'}"
+                                                               f" column{', dashed' if layer else ''})",
+                                         showlegend=p_index in (0, 3) and e_index == shown, visible=e_index == shown,
+                                         line=dict(color=head_colour(int(head)),
+                                                   dash=LAYER_DASHES[min(layer, len(LAYER_DASHES) - 1)]),
                                          hovertemplate=f"L{layer}H{head}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>"),
                               *places[p_index])
                 owners.append(e_index)
@@ -52,12 +57,23 @@ def figure(table: pd.DataFrame) -> go.Figure:
                                          hovertemplate="direct path<br>step %{x}<br>%{y:.3f}<extra></extra>"),
                               *places[p_index])
                 owners.append(e_index)
-    fig.update_xaxes(title_text="step", row=3)
-    fig.update_layout(title="Progress measures per head (evaluator: menu)", template="plotly_white", height=950,
-                      updatemenus=[evaluator_menu(evaluators, [[o == i for o in owners]
-                                                               for i in range(len(evaluators))], active=shown,
-                                                  y=1.04)])
+    fig.update_xaxes(title_text="optimizer step", row=3)
+    for (r, c), unit in zip(((1, 1), (2, 1), (3, 1), (1, 2), (2, 2), (3, 2)),
+                            ("score", "attention weight", "attention weight", "attention diff.", "logit",
+                             "logit")):
+        fig.update_yaxes(title_text=unit, row=r, col=c)
+    menu = evaluator_menu(evaluators, [[o == i for o in owners] for i in range(len(evaluators))], active=shown,
+                          y=1.06)
+    for button, evaluator in zip(menu["buttons"], evaluators):
+        button.update(method="update", args=[button["args"][0], {"title.text": progress_title(evaluator)}])
+    fig.update_layout(title=progress_title(evaluators[shown] if evaluators else "-"), template="plotly_white",
+                      height=980, width=1250, margin=dict(t=120), updatemenus=[menu],
+                      legend=dict(groupclick="toggleitem"))
     return fig
+
+
+def progress_title(evaluator: str) -> str:
+    return f"Progress measures per head over training, on <b>{evaluator}</b> sequences"
 
 
 def attention_figure(table: pd.DataFrame, evaluator: str) -> go.Figure:
@@ -77,17 +93,28 @@ def attention_figure(table: pd.DataFrame, evaluator: str) -> go.Figure:
         for layer in range(n_layers):
             for head in range(n_heads):
                 traces.append(go.Heatmap(z=grid[s_index, layer, head], x=tokens, y=tokens, zmin=0, zmax=1,
-                                         colorscale="Blues", showscale=False, visible=s_index == len(steps) - 1,
-                                         hovertemplate="%{y} → %{x}<br>%{z:.3f}<extra></extra>"))
+                                         colorscale="Blues", visible=s_index == len(steps) - 1,
+                                         showscale=layer == 0 and head == 0,
+                                         colorbar=colour_bar("mean attention weight (0-1)", length=260),
+                                         hovertemplate=f"L{layer}H{head} step {steps[s_index]}<br>query %{{y}} → "
+                                                       "key %{x}<br>weight %{z:.3f}<extra></extra>"))
                 places_r.append(layer + 1)
                 places_c.append(head + 1)
                 owners.append(s_index)
     fig.add_traces(traces, rows=places_r, cols=places_c)
-    sliders = [dict(active=len(steps) - 1, currentvalue=dict(prefix="step "), pad=dict(t=30),
-                    steps=[dict(label=str(step), method="restyle", args=[{"visible": [o == i for o in owners]}])
+    sliders = [dict(active=len(steps) - 1, currentvalue=dict(prefix="checkpoint step "), pad=dict(t=70),
+                    steps=[dict(label=str(step), method="update", args=[{"visible": [o == i for o in owners]},
+                                                                         {"title.text": attention_title(evaluator,
+                                                                                                        step)}])
                            for i, step in enumerate(steps)])]
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title=f"Mean attention per head on {evaluator} (query row → key column)",
-                      template="plotly_white", sliders=sliders, height=260 * n_layers + 160,
-                      width=max(800, 150 * n_heads))
+    fig.update_yaxes(title_text="query token", col=1)
+    fig.update_xaxes(title_text="key token", row=n_layers)
+    fig.update_layout(title=attention_title(evaluator, steps[-1]), template="plotly_white", sliders=sliders,
+                      height=280 * n_layers + 200, width=max(900, 150 * n_heads + 160), margin=dict(t=110))
     return fig
+
+
+def attention_title(evaluator: str, step: int) -> str:
+    return (f"Mean attention pattern per head on {evaluator} sequences at step {step} "
+            "(row: query token, column: key token)")

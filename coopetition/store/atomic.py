@@ -69,6 +69,7 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     try:
         _clean_stale(path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.new-", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder gets what mkdir would (755 under 022)
         try:
             yield tmp
             _fsync_tree(tmp)

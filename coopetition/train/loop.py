@@ -172,10 +172,11 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
 
     started = time.perf_counter()
     last_eval: dict[tuple[str, str], float] = {}
-    bar = tqdm(range(start_step, tc.steps + 1), initial=start_step, total=tc.steps + 1, disable=not progress,
-               desc="train", unit="step", dynamic_ncols=True)
+    # the bar counts optimizer steps taken (the last step is evaluated and saved, not trained): it ends at N/N
+    bar = tqdm(initial=start_step, total=tc.steps, disable=not progress, desc="train", unit="step",
+               dynamic_ncols=True)
     try:
-        for step in bar:
+        for step in range(start_step, tc.steps + 1):
             sequences = step * tc.batch_size
             if step in eval_steps and not (continuing and step == start_step):
                 last_eval = evaluate(model, prepared, config.eval.batch_size, forward)
@@ -189,6 +190,7 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
             if step == tc.steps:
                 break
             running_loss += train_step()
+            bar.update(1)
             since_log += 1
             fault_point("train_step")  # test hook: n-th training step of this process taken, nothing written
             if since_log == tc.log_every:

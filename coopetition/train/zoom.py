@@ -133,10 +133,9 @@ def _retrain(run: Training, config: RunConfig, plan: ZoomPlan, recorded: dict[in
     bs, meta = config.train.batch_size, checkpoint_metadata(config)
     ckpts, evals, verify = set(plan.checkpoints), set(plan.evals), set(plan.verify)
     rows: list[dict] = []
-    bar = tqdm(range(plan.start, plan.end + 1), initial=0, total=plan.end - plan.start + 1, disable=not progress,
-               desc="zoom", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=plan.end - plan.start, disable=not progress, desc="zoom", unit="step", dynamic_ncols=True)
     try:
-        for step in bar:
+        for step in range(plan.start, plan.end + 1):
             if step in evals:
                 scores = evaluate(run.model, run.prepared, config.eval.batch_size, run.forward)
                 rows += [{"step": step, "sequences": step * bs, "evaluator": e, "metric": m, "value": v}
@@ -151,6 +150,7 @@ def _retrain(run: Training, config: RunConfig, plan: ZoomPlan, recorded: dict[in
             if step == plan.end:
                 break
             run.step()
+            bar.update(1)
             fault_point("zoom_step")  # test hook (coopetition/faults.py): n-th re-training step, nothing visible
     finally:
         bar.close()
