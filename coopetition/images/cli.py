@@ -10,9 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from coopetition.errors import ConfigError
-
-EXTRA = "pip install 'coopetition[images]'"
+from coopetition.images.extra import require
 
 
 def add_parser(subparsers) -> None:
@@ -60,18 +58,8 @@ def add_parser(subparsers) -> None:
     inspect.set_defaults(func=run_inspect)
 
 
-def _require(*modules: str) -> None:
-    import importlib
-
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            raise ConfigError(f"this command needs {module}: {EXTRA}") from None
-
-
 def run_omniglot(args: argparse.Namespace) -> int:
-    _require("PIL", "h5py")
+    require("PIL", "h5py")
     from coopetition.images.omniglot import OmniglotJob, build_omniglot
 
     job = OmniglotJob(root=args.root, out_dir=args.out, weights=args.weights, layout=args.layout, order=args.order,

@@ -25,9 +25,9 @@ def add_parser(sub) -> None:
 
 
 def run_glyphs(args: argparse.Namespace) -> int:
-    from coopetition.images.cli import _require
+    from coopetition.images.extra import require
 
-    _require("PIL", "h5py", "matplotlib", "skimage", "fontTools")
+    require("PIL", "h5py", "matplotlib", "skimage", "fontTools")
     from coopetition.images import charset
     from coopetition.images.glyphs import GlyphJob, build_glyphs
     from coopetition.images.samples import write_samples

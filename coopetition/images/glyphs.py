@@ -88,13 +88,13 @@ def build_glyphs(job: GlyphJob, progress: bool = True, stop_after: int | None = 
         "train_characters": job.train_characters, "drawers": render.DRAWERS, "image_size": render.SIZE,
         "features": f"scikit-image hog {hog.PARAMS} on {hog.HOG_SIZE}x{hog.HOG_SIZE}",
         "fonts_sha256": face_info, "charset_sha256": charset.charset_sha256(glyphs),
-        "characters": [f"{g.alphabet}/{glyph_folder(g)}" for g in glyphs], "versions": package_versions(VERSIONS),
+        "versions": package_versions(VERSIONS),
         "images_sha256": images_sha256, "features_sha256": hashlib.sha256(items["feat"].tobytes()).hexdigest(),
         "cell": "index/item[r, i] = d: variant d % 8 of image d // 8, which is drawer (d // 8) % 20 of character "
-                "d // 160 (characters in this order)",
+                "d // 160, named in index/characters",
     }
-    write_bank_files(paths, {hog.DATASET: items["feat"]}, job.layout, job.n_characters, job.train_characters,
-                     attrs)
+    write_bank_files(paths, {hog.DATASET: items["feat"]}, job.layout,
+                     [f"{g.alphabet}/{glyph_folder(g)}" for g in glyphs], job.train_characters, attrs)
     if job.images_dir is not None:
         write_image_tree(Path(job.images_dir), glyphs, job.seed)
     store.remove()

@@ -93,12 +93,11 @@ def build_omniglot(job: OmniglotJob, progress: bool = True, stop_after: int | No
         "weights_are_imagenet1k_v1": weights_sha256.startswith(IMAGENET1K_V1_SHA256_PREFIX),
         "image_size": job.image_size, "n_characters": n_characters, "train_characters": job.train_characters,
         "device": job.device, "versions": package_versions(VERSIONS),
-        "characters": [c.label for c in tree.characters],
         "cell": "index/item[r, i] = d: variant d % 8 of image d // 8, which is drawing (d // 8) % 20 of character "
-                "d // 160 (characters in this order)",
+                "d // 160, named in index/characters",
     }
     write_bank_files(paths, {f"{base}/feat": items["feat"], f"{base}/last": items["last"]}, job.layout,
-                     n_characters, job.train_characters, attrs)
+                     [c.label for c in tree.characters], job.train_characters, attrs)
     store.remove()
     return {"paths": {k: str(v) for k, v in paths.items()}, "characters": n_characters,
             "seconds": time.perf_counter() - start, "weights_sha256": weights_sha256}

@@ -41,12 +41,14 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str]:
 
 
 def write_bank_files(paths: dict[str, Path], item_arrays: dict[str, np.ndarray], layout_name: str,
-                     n_characters: int, train_characters: int, attrs: dict) -> None:
+                     characters: list[str], train_characters: int, attrs: dict) -> None:
     """For each file (all, reordered, norotate): every array in ``item_arrays`` (``[items, ...]``, item order)
-    gathered into ``[rows, 20, ...]`` by the layout's cells, plus ``index/item`` (the item in each cell), with
-    ``attrs`` as HDF5 attributes (dicts as JSON text)."""
+    gathered into ``[rows, 20, ...]`` by the layout's cells, plus ``index/item`` (the item in each cell) and
+    ``index/characters`` (character ``c``'s name; a dataset, since 1,623 names can pass HDF5's 64 KB attribute
+    limit), with ``attrs`` as HDF5 attributes (dicts and lists as JSON text)."""
     import h5py
 
+    n_characters = len(characters)
     all_cells = layout.cells(layout_name, n_characters)
     for name, path in paths.items():
         cells = all_cells[layout.file_rows(name, n_characters, train_characters)]
@@ -56,6 +58,7 @@ def write_bank_files(paths: dict[str, Path], item_arrays: dict[str, np.ndarray],
                 for dataset, array in item_arrays.items():
                     handle.create_dataset(dataset, data=array[cells])
                 handle.create_dataset("index/item", data=cells.astype(np.int64))
+                handle.create_dataset("index/characters", data=characters, dtype=h5py.string_dtype())
                 for key, value in {**attrs, "file": name, "layout": layout_name}.items():
                     handle.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
 
