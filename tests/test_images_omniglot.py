@@ -253,7 +253,7 @@ def test_the_full_reordered_file_is_the_shape_and_path_that_get_the_reference_sp
 
 
 @pytest.mark.parametrize("case", ["missing root", "not a tree", "garbage weights", "wrong state dict",
-                                  "existing output"])
+                                  "name hash mismatch", "corrupt png", "19 drawings", "existing output"])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tree, weights, tmp_path, capsys, case):
     out, root, weights_file = tmp_path / "out", tree, weights
     if case == "missing root":
@@ -267,6 +267,16 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tree, weights, tmp_p
     elif case == "wrong state dict":
         weights_file = tmp_path / "other.pth"
         torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "head.weight": torch.zeros(3)}, weights_file)
+    elif case == "name hash mismatch":  # torchvision's name for ImageNet-1K-V1, other bytes
+        weights_file = tmp_path / "resnet18-f37072fd.pth"
+        weights_file.write_bytes(Path(weights).read_bytes())
+    elif case in ("corrupt png", "19 drawings"):
+        import shutil
+
+        root = tmp_path / "tree"
+        shutil.copytree(tree, root)
+        png = sorted((root / "omniglot-py" / "images_evaluation").rglob("*.png"))[-1]
+        png.write_bytes(b"not a png") if case == "corrupt png" else png.unlink()
     elif case == "existing output":
         out.mkdir()
         (out / "omniglot_features_norotate.h5").write_bytes(b"keep me")

@@ -19,7 +19,8 @@ import torch
 from coopetition.errors import ConfigError
 from coopetition.images import layout as layouts
 from coopetition.images.chunks import ChunkStore, extract_items
-from coopetition.images.preprocess import REFERENCE_SIZE, VARIANTS, batch_from_indices, load_grey
+from coopetition.images.preprocess import (REFERENCE_SIZE, VARIANTS, batch_from_indices, check_headers,
+                                              load_grey)
 from coopetition.images.resnet import IMAGENET1K_V1_SHA256_PREFIX, load_weights, torchvision_weights
 from coopetition.images.tree import read_tree
 from coopetition.images.writer import check_outputs, output_paths, package_versions, write_bank_files
@@ -69,6 +70,7 @@ def build_omniglot(job: OmniglotJob, progress: bool = True, stop_after: int | No
     if not 0 < job.train_characters <= n_characters:
         raise ConfigError(f"--train-characters must be in [1, {n_characters}] (the tree's characters), "
                           f"got {job.train_characters}")
+    check_headers(path for character in tree.characters for path in character.files)
     model, weights_sha256 = load_weights(job.weights) if job.weights is not None else torchvision_weights()
     model = model.to(job.device)
     fingerprint = tree.fingerprint()

@@ -18,6 +18,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from coopetition.errors import DataError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VARIANTS = 8  # rotations (0, 90, 180, 270) x (unflipped, h-flipped); variant index = dataset index mod 8
@@ -25,11 +27,27 @@ REFERENCE_SIZE = 224
 
 
 def load_grey(path: Path):
-    """torchvision Omniglot's loader: ``Image.open(path).convert("L")``."""
+    """torchvision Omniglot's loader: ``Image.open(path).convert("L")``; an unreadable file is a ``DataError``."""
     from PIL import Image
 
-    with Image.open(path, mode="r") as image:
-        return image.convert("L")
+    try:
+        with Image.open(path, mode="r") as image:
+            return image.convert("L")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot read image {path}: {type(err).__name__}") from None
+
+
+def check_headers(paths) -> None:
+    """Open every image's header (not its pixels: ~0.1 ms each) so a file that is no image stops the build before
+    anything is written. A file whose pixels are damaged past a valid header still fails later, in one line."""
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path, mode="r"):
+                pass
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise DataError(f"cannot read image {path}: {type(err).__name__}") from None
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from pathlib import Path
 
 import torch
@@ -86,6 +87,10 @@ def load_weights(path: Path) -> tuple[ResNet18, str]:
     the file's sha256. A file that is not a ResNet-18 state dict is a one-line ``DataError``."""
     data = read_bytes(Path(path), "ResNet-18 weights", MAX_WEIGHTS_BYTES)
     sha256 = hashlib.sha256(data).hexdigest()
+    named = re.fullmatch(r"resnet18-([0-9a-f]{8,})\.pth", Path(path).name)
+    if named and not sha256.startswith(named.group(1)):  # torchvision's own check: the name carries the hash
+        raise DataError(f"{path} is not torchvision's file of that name: its sha256 starts with {sha256[:8]}, "
+                        f"not {named.group(1)} (a partial or altered download?)")
     try:
         if Path(path).suffix == ".safetensors":
             from safetensors.torch import load
