@@ -252,6 +252,25 @@ def test_the_full_reordered_file_is_the_shape_and_path_that_get_the_reference_sp
     assert {layout.describe(int(d))[0] for d in cells[:12800].ravel()} == set(range(1600))
 
 
+class _Payload:
+    """A pickle that would create a file when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_posing_as_weights_is_refused_without_running(tree, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    weights_file = tmp_path / "weights.pth"
+    torch.save({"conv1.weight": _Payload(marker)}, weights_file)
+    assert _build(tree, weights_file, tmp_path / "out", "paper") == 2
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    assert "cannot read ResNet-18 weights" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case", ["missing root", "not a tree", "garbage weights", "wrong state dict",
                                   "name hash mismatch", "corrupt png", "19 drawings", "existing output"])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tree, weights, tmp_path, capsys, case):

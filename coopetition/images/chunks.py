@@ -43,8 +43,9 @@ class ChunkStore:
 
     def load(self, index: int) -> dict[str, np.ndarray] | None:
         """A finished chunk, or None (absent, or unreadable: recomputed)."""
+        path = self.path(index)
         try:
-            with np.load(self.path(index), allow_pickle=False) as data:
+            with np.load(path, allow_pickle=False) as data:
                 return {name: data[name] for name in data.files}
         except (OSError, ValueError, EOFError):
             return None

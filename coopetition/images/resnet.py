@@ -97,7 +97,8 @@ def load_weights(path: Path) -> tuple[ResNet18, str]:
 
             state = load(data)
         else:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            buffer = io.BytesIO(data)  # torchvision's .pth is a pickle: only weights_only's restricted unpickler
+            state = torch.load(buffer, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's input, reported in one line
         raise DataError(f"cannot read ResNet-18 weights {path}: {type(err).__name__}: "
                         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None
