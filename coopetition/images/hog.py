@@ -1,7 +1,8 @@
 """The glyph bank's offline features: histograms of oriented gradients (scikit-image's ``hog``), 512-d.
 
-We found no package that ships pretrained image-network weights inside it (a brief search), and a ResNet-18 at 224 px on 259,680
-images takes hours on two CPU cores, so the offline default is HOG, a fixed, training-free shape descriptor: the image
+We found no package that ships pretrained image-network weights inside it (a brief search), and a ResNet-18 at
+224 px on 259,680 images takes hours on two CPU cores, so the offline default is HOG, a fixed, training-free shape
+descriptor: the image
 is resized to 64 x 64 (Pillow bilinear), split into 8 x 8 cells of 8 x 8 pixels, 8 orientation bins per cell,
 each cell L2-Hys normalised (``cells_per_block=(1, 1)``): 8 x 8 x 8 = 512 numbers, the reference's feature width.
 Rotations and flips are applied to the 64 x 64 image (exactly, as quarter turns), so each of the 8 variants has its
