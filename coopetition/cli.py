@@ -76,11 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     presets.set_defaults(func=run_presets)
 
     from coopetition.analysis import cli as analysis_cli
+    from coopetition.images import cli as images_cli
     from coopetition.sweep import cli as sweep_cli
     from coopetition.toy import cli as toy_cli
     from coopetition.zoom import cli as zoom_cli
 
     analysis_cli.add_parser(sub)
+    images_cli.add_parser(sub)
     sweep_cli.add_parser(sub)
     toy_cli.add_parser(sub)
     zoom_cli.add_parser(sub)
