@@ -51,15 +51,19 @@ def build_context(run: LoadedRun, evaluators: tuple[str, ...], config: AnalysisC
     return context, [get(name)(context) for name in config.analyses]
 
 
-def checkpoint_rows(context: Context, analyses: list[Analysis], info: CheckpointInfo) -> dict[str, list[dict]]:
-    """Every model analysis of one checkpoint: ``{table: rows}``, rows stamped with step/sequences."""
-    rows: dict[str, list[dict]] = defaultdict(list)
+def checkpoint_rows(context: Context, analyses: list[Analysis], info: CheckpointInfo,
+                    only: tuple[str, ...] | None = None) -> dict[str, dict[str, list[dict]]]:
+    """The model analyses of one checkpoint (those named in ``only``, default all): ``{analysis: {table: rows}}``,
+    rows stamped with step/sequences. Each analysis's rows are its own (the cache stores them apart)."""
+    out: dict[str, dict[str, list[dict]]] = {}
     context.timed("load", load_checkpoint, context.model, info, context.config.device)
     checkpoint = Checkpoint(info.step, info.sequences, context)
     stamp = {"step": info.step, "sequences": info.sequences}
     with torch.no_grad():
-        for analysis in (a for a in analyses if a.needs_model):
+        for analysis in (a for a in analyses if a.needs_model and (only is None or a.name in only)):
             found = context.timed(analysis.name, analysis.checkpoint_rows, checkpoint)
+            rows: dict[str, list[dict]] = defaultdict(list)
             for table, new in found.items():
                 rows[table] += [{**stamp, **r} for r in new]
-    return rows
+            out[analysis.name] = dict(rows)
+    return out
