@@ -74,6 +74,9 @@ def add_parser(subparsers) -> None:
     intervention_cli.add_analyze_arguments(p)
     p.add_argument("--clamp-strengths", default=",".join(f"{x:g}" for x in d.clamp_strengths),
                    help="clamped attention strengths S of the clamp analysis (default: 0,0.1,...,1)")
+    p.add_argument("--clamp-exact", action="store_true",
+                   help="clamp: one pass per strength everywhere (default: last-layer induction clamps are read "
+                        "out of their S = 0 and S = 1 passes, the same up to float rounding)")
     llc = d.llc
     p.add_argument("--llc-lr", type=float, default=llc.lr, help=f"llc: SGLD step size (default: {llc.lr:g})")
     p.add_argument("--llc-gamma", type=float, default=llc.gamma,
@@ -117,7 +120,7 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
     return AnalysisConfig(
         analyses=_names(args.analyses, "analyses") if args.analyses is not None else None,
         interventions=intervention_cli.interventions_from_args(args),
-        clamp_strengths=_strengths(args.clamp_strengths),
+        clamp_strengths=_strengths(args.clamp_strengths), clamp_exact=args.clamp_exact,
         evaluators=_names(args.evaluators, "evaluators") if args.evaluators is not None else None,
         n_seqs=args.n_seqs, patch_seqs=args.patch_seqs, probe_seqs=args.probe_seqs,
         probe_classes=args.probe_classes, probe_steps=args.probe_steps, threads=args.threads, seed=args.seed,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 EXECUTORS = ("local", "slurm")
 POLL_SECONDS = 0.5
+GRACE_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,15 @@ def run_jobs(fan_out: FanOut, context: Context, todo: list[tuple[CheckpointInfo,
     if progress_bar:
         print(f"analyze: {len(todo)} checkpoints in {len(jobs)} {fan_out.executor} jobs "
               f"({', '.join(str(j.job_id) for j in jobs)}); logs in {folder}")
+    # a job the scheduler lost (never started, killed without a result file) must not hang this process: jobs are
+    # killed after time_min, so waiting longer than that plus a grace period means they are not coming back
+    deadline = time.monotonic() + 60 * fan_out.time_min + GRACE_SECONDS
     try:
         while not all(job.done() for job in jobs):
+            if time.monotonic() > deadline:
+                for job in jobs:
+                    job.cancel(check=False)
+                break
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         for job in jobs:
