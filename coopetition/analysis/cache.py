@@ -8,8 +8,8 @@ One entry is one analysis's rows for one checkpoint under one set of settings, a
 its file (checked against the file when the run was opened), so a checkpoint rewritten under the same step is a
 new entry. The settings key hashes everything that can change an analysis's numbers: the analysis config (every
 field except the ones that only say how the work is spread: ``analyses``, ``threads``, ``workers``), the
-evaluators, the run's own interventions and kept sources, and the versions of coopetition, torch and
-TransformerLens. Entries are written one by one, atomically, as each checkpoint finishes, so an interrupted
+evaluators, the run's own interventions and kept sources, and the package versions a run records (coopetition,
+torch, TransformerLens, numpy, ...). Entries are written one by one, atomically, as each checkpoint finishes, so an interrupted
 ``analyze`` keeps what it finished; the output folder itself is still swapped in whole at the end.
 
 Entries are untrusted input (a user may edit, truncate or plant them): ``load`` checks the JSON shape, the
@@ -45,15 +45,12 @@ def settings_key(analysis: str, config: Mapping[str, Any], evaluators: tuple[str
 
 
 def run_identity(interventions: list[str], sources: list[dict]) -> dict[str, Any]:
-    """The parts of a run (beyond its checkpoints) and of this installation that an analysis's numbers depend on."""
-    from importlib import metadata
+    """The parts of a run (beyond its checkpoints) and of this installation that an analysis's numbers depend on:
+    the run's interventions, its kept sources, and the package versions a run records (not the platform string,
+    which differs between the nodes of one cluster)."""
+    from coopetition.store.rundir import package_versions
 
-    versions = {}
-    for name in ("coopetition", "torch", "transformer_lens"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = {k: v for k, v in package_versions().items() if k != "platform"}
     return {"interventions": interventions, "sources": [s.get("sha256") for s in sources], "versions": versions}
 
 

@@ -10,10 +10,12 @@ from collections.abc import Callable
 import torch
 
 from coopetition.analysis.base import Analysis, Checkpoint, Context
+from coopetition.analysis.cache import run_identity, settings_key
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.loading import LoadedRun, load_checkpoint
 from coopetition.analysis.registry import get
 from coopetition.store.checkpoint import CheckpointInfo
+from coopetition.store.rundir import RunReader
 
 
 class Timer:
@@ -67,3 +69,22 @@ def checkpoint_rows(context: Context, analyses: list[Analysis], info: Checkpoint
                 rows[table] += [{**stamp, **r} for r in new]
             out[analysis.name] = dict(rows)
     return out
+
+
+def cache_keys(context: Context, model: list) -> dict[str, str]:
+    """The settings key of each model analysis (``cache.settings_key``)."""
+    run = context.run
+    identity = run_identity([i.spec for i in run.config.interventions],
+                            [dict(e) for e in RunReader(run.path).sources()])
+    config = context.config.to_dict()
+    return {a.name: settings_key(a.name, config, context.evaluators, identity) for a in model}
+
+
+def sha256_of(info: CheckpointInfo) -> str:
+    """The checkpoint's sha256 as its manifest records it (the file was checked against it when the run was
+    opened); computed from the file for a manifest without one."""
+    if info.sha256 is not None:
+        return info.sha256
+    from coopetition.store.checkpoint import file_sha256
+
+    return file_sha256(info.path)

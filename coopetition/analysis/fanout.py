@@ -97,7 +97,7 @@ def run_jobs(fan_out: FanOut, context: Context, todo: list[tuple[CheckpointInfo,
     """Submit one job per chunk of ``todo`` and wait for all of them (results land in the cache)."""
     from dataclasses import replace
 
-    from coopetition.analysis.runner import sha256_of
+    from coopetition.analysis.execution import sha256_of
 
     folder = fan_out.folder_for(cache_root)
     executor = make_executor(fan_out, folder)
@@ -137,9 +137,8 @@ def analyse_chunk(run_dir: str, evaluators: tuple[str, ...], config, tasks: list
     import torch
 
     from coopetition.analysis.cache import Store
-    from coopetition.analysis.execution import build_context, checkpoint_rows
+    from coopetition.analysis.execution import build_context, cache_keys, checkpoint_rows, sha256_of
     from coopetition.analysis.loading import LoadedRun
-    from coopetition.analysis.runner import cache_keys, sha256_of
 
     torch.set_num_threads(config.threads or 1)
     run = LoadedRun.open(Path(run_dir))

@@ -29,9 +29,9 @@ import torch
 from tqdm.auto import tqdm
 
 from coopetition.analysis.base import Analysis, Context
-from coopetition.analysis.cache import Store, run_identity, settings_key
+from coopetition.analysis.cache import Store
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.execution import Timer, build_context, checkpoint_rows
+from coopetition.analysis.execution import Timer, build_context, cache_keys, checkpoint_rows, sha256_of
 from coopetition.analysis.registry import get
 from coopetition.analysis.loading import LoadedRun
 from coopetition.analysis.selection import Selection, parse_spec, resolve
@@ -137,7 +137,9 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
                 tables[name] = out / f"{name}.csv"
                 frames[name] = _write_table(tmp / f"{name}.csv", rows[name], list(columns))
         written = timer.run("figures", write_figures, tmp, frames, config.analyses, shown=out)
-        _write_record(tmp, run, spec, selection, evaluators, config, timer)
+        _write_record(tmp, run, spec, selection, evaluators, config, timer,
+                      {"dir": None if store is None else str(store.root.resolve()), "computed": computed,
+                       "reused": reused})
     figures = {name: out / path.name for name, path in written.items()}
     return AnalysisResult(out, selection.steps, tables, figures, dict(timer.seconds), dict(timer.cpu), skipped,
                           computed, reused)
@@ -186,7 +188,7 @@ def _write_table(path: Path, rows: list[dict], columns: list[str]) -> pd.DataFra
 
 
 def _write_record(out: Path, run: LoadedRun, spec: str, selection: Selection, evaluators: tuple[str, ...],
-                  config: AnalysisConfig, timer: Timer) -> None:
+                  config: AnalysisConfig, timer: Timer, cache: dict) -> None:
     """``analysis.json``: what was analysed and how, so the folder can be reproduced and trusted."""
     import json
 
@@ -201,6 +203,7 @@ def _write_record(out: Path, run: LoadedRun, spec: str, selection: Selection, ev
         "added_interventions": [i.spec for i in config.interventions],
         "sources": [{k: e[k] for k in ("role", "spec", "file", "sha256", "step")} for e in RunReader(run.path).sources()],
         "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
+        "cache": cache,  # where per-checkpoint results live; per analysis, checkpoints computed now / read back
         "versions": package_versions(),
         "created": now_iso(),
     }
@@ -269,25 +272,6 @@ def _model_analyses(context: Context, model: list[type[Analysis]], steps: tuple[
             for table, new in found[step, analysis.name].items():
                 rows[table] += new
     return computed, reused
-
-
-def cache_keys(context: Context, model: list) -> dict[str, str]:
-    """The settings key of each model analysis (``cache.settings_key``)."""
-    run = context.run
-    identity = run_identity([i.spec for i in run.config.interventions],
-                            [dict(e) for e in RunReader(run.path).sources()])
-    config = context.config.to_dict()
-    return {a.name: settings_key(a.name, config, context.evaluators, identity) for a in model}
-
-
-def sha256_of(info: CheckpointInfo) -> str:
-    """The checkpoint's sha256 as its manifest records it (the file was checked against it when the run was
-    opened); computed from the file for a manifest without one."""
-    if info.sha256 is not None:
-        return info.sha256
-    from coopetition.store.checkpoint import file_sha256
-
-    return file_sha256(info.path)
 
 
 def _collect(results: Iterator[dict], todo: list, keep, progress_bar: bool) -> None:
