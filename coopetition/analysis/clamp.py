@@ -14,15 +14,31 @@ Conditions (``condition`` column): ``others_kept`` (the rest of the network runs
 which keeps only that head (every earlier head, the other heads of its layer and the token embedding ablated, all
 patterns and values preserved from the baseline), so the output is what that one head copies. Evaluators whose
 target never appears in the context (pure IWL) are skipped: an induction pattern is undefined there.
+
+**Fewer passes for the last layer** (``linear_scores``). In an attention-only network an ``induction`` clamp of a
+last-layer head changes only that head's query row, which is affine in S (``induction_weights``), and nothing
+nonlinear follows it before the final LayerNorm: the residual stream at the query is exactly
+r(S) = r(0) + S (r(1) - r(0)). So each (head, condition) runs two passes, S = 0 and S = 1, and every strength is read
+out from the interpolated residual (final LayerNorm and the needed label logits). This is the same number up to
+float rounding (~1e-7 relative; an accuracy can differ only where two label logits are that close), checked against
+the one-pass-per-strength method in ``tests/test_analysis_fast_clamp.py``. It is used only where it is exact in
+real arithmetic: no MLPs and no run or ``--intervene`` edits (which might act after the clamp); otherwise, or with
+``AnalysisConfig.clamp_exact``, every strength is its own pass. ``prev_token`` clamps (layer 0) feed a nonlinear
+later layer and always run one pass per strength.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
+
 from coopetition.analysis.ablation import METRICS, variant_scores
 from coopetition.analysis.base import Analysis, Checkpoint
-from coopetition.interventions import Ablate, AblateEmbedding, Induction, Intervention, Preserve, PrevToken
+from coopetition.analysis.loading import EvalData
+from coopetition.analysis.readout import in_context_scores, readout_labels
+from coopetition.interventions import (Ablate, AblateEmbedding, Induction, Intervened, Intervention, Preserve,
+                                       PrevToken)
 
 COLUMNS = ("step", "sequences", "evaluator", "intervention", "condition", "head", "strength", "metric", "value")
 
@@ -53,6 +69,54 @@ def clamp_variants(n_layers: int, n_heads: int, strengths: tuple[float, ...]) ->
     return variants
 
 
+def linear_applies(forward: Intervened) -> bool:
+    """Whether ``linear_scores`` is exact in real arithmetic for ``forward`` (see the module docstring)."""
+    return bool(forward.network.cfg.attn_only) and not forward.edits
+
+
+def linear_scores(forward: Intervened, data: EvalData, baseline, variants: list[tuple[Intervention, ...]],
+                  max_rows: int) -> dict[str, list[float]]:
+    """``variant_scores`` with every last-layer ``induction`` variant read out from the S = 0 and S = 1 passes of
+    its (head, condition) (only where ``linear_applies``); other variants run as usual."""
+    logits = linear_logits(forward, data, baseline, variants, max_rows)
+    return {m: v.mean(dim=1).tolist() for m, v in in_context_scores(logits, data.context_labels, data.target).items()}
+
+
+def linear_logits(forward: Intervened, data: EvalData, baseline, variants: list[tuple[Intervention, ...]],
+                  max_rows: int) -> torch.Tensor:
+    """The readout logits ``[variant, n, k]`` behind ``linear_scores``."""
+    last = forward.network.cfg.n_layers - 1
+    labels = readout_labels(data.context_labels, data.target)
+    groups: dict[tuple, list[tuple[int, float]]] = {}
+    exact = []
+    for i, variant in enumerate(variants):
+        clamp = variant[-1] if variant else None
+        if isinstance(clamp, Induction) and all(layer == last for layer, _ in clamp.heads):
+            groups.setdefault((variant[:-1], clamp.heads), []).append((i, clamp.strength))
+        else:
+            exact.append(i)
+    out = torch.empty(len(variants), data.n, labels.shape[1], device=labels.device)
+    if exact:
+        out[exact] = forward.run_variants(data.exemplars, data.context_labels, data.target,
+                                          [variants[i] for i in exact], labels, baseline, max_rows=max_rows)
+    if not groups:
+        return out
+    ends = [(*context, Induction(heads, s)) for context, heads in groups for s in (0.0, 1.0)]
+    residual = forward.run_variants(data.exemplars, data.context_labels, data.target, ends, baseline=baseline,
+                                    max_rows=max_rows, final_residual=True)  # [2 * groups, n, d_model]
+    r0, r1 = residual[0::2], residual[1::2]
+    members = [(g, i, s) for g, found in enumerate(groups.values()) for i, s in found]
+    strength = torch.tensor([s for _, _, s in members], dtype=residual.dtype, device=residual.device)
+    index = torch.tensor([g for g, _, _ in members], device=residual.device)
+    mixed = r0[index] + strength[:, None, None] * (r1[index] - r0[index])  # [members, n, d_model]
+    n = data.n
+    out[[i for _, i, _ in members]] = torch.cat([
+        forward.network.unembed_query(chunk.reshape(-1, 1, chunk.shape[-1]),
+                                      labels.repeat(chunk.shape[0], 1)).view(chunk.shape[0], n, -1)
+        for chunk in mixed.split(max(1, max_rows // n))]).to(out.dtype)
+    return out
+
+
 class ClampAnalysis(Analysis):
     name: ClassVar[str] = "clamp"
     title: ClassVar[str] = "Activation clamping"
@@ -67,14 +131,15 @@ class ClampAnalysis(Analysis):
                                     == self.context.data[name].target[:, None]).any())
         cfg = self.context.network.cfg
         self.variants = clamp_variants(cfg.n_layers, cfg.n_heads, self.config.clamp_strengths)
+        self.linear = not self.config.clamp_exact and linear_applies(self.context.forward)
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
         rows = []
         for name in self.evaluators:
             data = self.context.data[name]
             _, cache = checkpoint.baseline(data)
-            scores = variant_scores(self.context.forward, data, cache, [v for _, v in self.variants],
-                                    self.config.max_rows)
+            score = linear_scores if self.linear else variant_scores
+            scores = score(self.context.forward, data, cache, [v for _, v in self.variants], self.config.max_rows)
             rows += [{"evaluator": name, **labels, "metric": m, "value": scores[m][i]}
                      for i, (labels, _) in enumerate(self.variants) for m in METRICS]
         return {"clamp": rows}

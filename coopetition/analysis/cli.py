@@ -17,6 +17,7 @@ from pathlib import Path
 from coopetition.analysis.base import REGISTRY
 from coopetition.analysis.registry import names
 from coopetition.analysis.config import AnalysisConfig
+from coopetition.analysis.fanout import EXECUTORS, FanOut
 from coopetition.errors import ConfigError
 from coopetition.interventions import cli as intervention_cli
 
@@ -73,6 +74,9 @@ def add_parser(subparsers) -> None:
     intervention_cli.add_analyze_arguments(p)
     p.add_argument("--clamp-strengths", default=",".join(f"{x:g}" for x in d.clamp_strengths),
                    help="clamped attention strengths S of the clamp analysis (default: 0,0.1,...,1)")
+    p.add_argument("--clamp-exact", action="store_true",
+                   help="clamp: one pass per strength everywhere (default: last-layer induction clamps are read "
+                        "out of their S = 0 and S = 1 passes, the same up to float rounding)")
     llc = d.llc
     p.add_argument("--llc-lr", type=float, default=llc.lr, help=f"llc: SGLD step size (default: {llc.lr:g})")
     p.add_argument("--llc-gamma", type=float, default=llc.gamma,
@@ -85,6 +89,21 @@ def add_parser(subparsers) -> None:
                    help=f"llc: steps discarded before the first draw (default: {llc.burnin})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"resample permutation and probe data (default: {d.seed})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c = p.add_argument_group("cache and fan-out (results are cached per checkpoint; see docs/analyze.md)")
+    c.add_argument("--cache-dir", type=Path, help="per-checkpoint result cache (default: RUN/analysis_cache)")
+    c.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    c.add_argument("--executor", choices=EXECUTORS,
+                   help="run the checkpoints still to compute as submitit jobs: local processes or Slurm "
+                        "(default: in this process and its --workers)")
+    f = FanOut()
+    c.add_argument("--jobs", type=int, default=f.jobs, help=f"--executor: jobs (chunks of checkpoints) (default: {f.jobs})")
+    c.add_argument("--partition", help="--executor slurm: the partition (default: the cluster's)")
+    c.add_argument("--time", type=int, default=f.time_min, dest="time_min",
+                   help=f"--executor: minutes per job (default: {f.time_min})")
+    c.add_argument("--mem", type=float, default=f.mem_gb, dest="mem_gb",
+                   help=f"--executor: GB of memory per job (default: {f.mem_gb:g})")
+    c.add_argument("--cpus", type=int, default=f.cpus,
+                   help=f"--executor: CPUs per job, also its torch threads (default: {f.cpus})")
     # SPECs such as "-20:" start with "-"; let argparse take them as values, not as unknown options.
     p._negative_number_matcher = re.compile(r"^-\d[\d:,\s-]*$")
     p.set_defaults(func=run_analyze)
@@ -101,7 +120,7 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
     return AnalysisConfig(
         analyses=_names(args.analyses, "analyses") if args.analyses is not None else None,
         interventions=intervention_cli.interventions_from_args(args),
-        clamp_strengths=_strengths(args.clamp_strengths),
+        clamp_strengths=_strengths(args.clamp_strengths), clamp_exact=args.clamp_exact,
         evaluators=_names(args.evaluators, "evaluators") if args.evaluators is not None else None,
         n_seqs=args.n_seqs, patch_seqs=args.patch_seqs, probe_seqs=args.probe_seqs,
         probe_classes=args.probe_classes, probe_steps=args.probe_steps, threads=args.threads, seed=args.seed,
@@ -114,6 +133,9 @@ def run_analyze(args: argparse.Namespace) -> int:
     from coopetition.analysis.runner import SelectionWarning, analyze
 
     config = config_from_args(args)
+    fan_out = None
+    if args.executor is not None:
+        fan_out = FanOut(args.executor, args.jobs, args.partition, args.time_min, args.mem_gb, args.cpus)
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -125,11 +147,14 @@ def run_analyze(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always", SelectionWarning)
         warnings.showwarning = show
-        result = analyze(args.run, args.spec, config, args.out, progress_bar=not args.no_progress)
+        result = analyze(args.run, args.spec, config, args.out, progress_bar=not args.no_progress,
+                         cache_dir=args.cache_dir, use_cache=not args.no_cache, fan_out=fan_out)
     n = len(result.steps)
     print(f"analysed {n} checkpoint{'s' if n != 1 else ''} (steps {result.steps[0]}..{result.steps[-1]}); "
           f"{len(result.tables)} tables and {len(result.figures)} pages in {result.out_dir} "
           f"(open {result.out_dir / 'index.html'})"
+          + (f"; computed {sum(result.computed.values())}, reused {sum(result.reused.values())} "
+             "(analysis, checkpoint) results" if result.computed or result.reused else "")
           + (f"; skipped {len(result.skipped)} corrupt checkpoint(s), see skipped_checkpoints.csv"
              if result.skipped else ""))
     return 0

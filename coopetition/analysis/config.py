@@ -74,6 +74,8 @@ class AnalysisConfig:
       and 2048 is also the fastest on a CPU: the activations of a chunk stay in cache (measured in docs/analyze.md).
     - ``seed``: resample-ablation permutation and probe data/splits.
     - ``clamp_strengths``: the clamped attention strengths S of the ``clamp`` analysis (C25: 0, 0.1, ..., 1).
+    - ``clamp_exact``: one pass per strength for every clamp, instead of reading last-layer induction clamps out of
+      their S = 0 and S = 1 passes (exact in real arithmetic where used; ``analysis/clamp.py``).
     - ``llc``: SGLD settings of the ``llc`` analysis (``LLCConfig``).
     - ``interventions``: added on top of the run's own at every analysed checkpoint (``--intervene``); the analysed
       baseline ("clean") is the network with both.
@@ -99,6 +101,7 @@ class AnalysisConfig:
     threads: int | None = 1
     workers: int | None = None
     clamp_strengths: tuple[float, ...] = STRENGTHS
+    clamp_exact: bool = False
     llc: LLCConfig = field(default_factory=LLCConfig)
     interventions: tuple[Intervention, ...] = ()
 

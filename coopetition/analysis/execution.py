@@ -10,10 +10,12 @@ from collections.abc import Callable
 import torch
 
 from coopetition.analysis.base import Analysis, Checkpoint, Context
+from coopetition.analysis.cache import run_identity, settings_key
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.loading import LoadedRun, load_checkpoint
 from coopetition.analysis.registry import get
 from coopetition.store.checkpoint import CheckpointInfo
+from coopetition.store.rundir import RunReader
 
 
 class Timer:
@@ -51,15 +53,38 @@ def build_context(run: LoadedRun, evaluators: tuple[str, ...], config: AnalysisC
     return context, [get(name)(context) for name in config.analyses]
 
 
-def checkpoint_rows(context: Context, analyses: list[Analysis], info: CheckpointInfo) -> dict[str, list[dict]]:
-    """Every model analysis of one checkpoint: ``{table: rows}``, rows stamped with step/sequences."""
-    rows: dict[str, list[dict]] = defaultdict(list)
+def checkpoint_rows(context: Context, analyses: list[Analysis], info: CheckpointInfo,
+                    only: tuple[str, ...] | None = None) -> dict[str, dict[str, list[dict]]]:
+    """The model analyses of one checkpoint (those named in ``only``, default all): ``{analysis: {table: rows}}``,
+    rows stamped with step/sequences. Each analysis's rows are its own (the cache stores them apart)."""
+    out: dict[str, dict[str, list[dict]]] = {}
     context.timed("load", load_checkpoint, context.model, info, context.config.device)
     checkpoint = Checkpoint(info.step, info.sequences, context)
     stamp = {"step": info.step, "sequences": info.sequences}
     with torch.no_grad():
-        for analysis in (a for a in analyses if a.needs_model):
+        for analysis in (a for a in analyses if a.needs_model and (only is None or a.name in only)):
             found = context.timed(analysis.name, analysis.checkpoint_rows, checkpoint)
+            rows: dict[str, list[dict]] = defaultdict(list)
             for table, new in found.items():
                 rows[table] += [{**stamp, **r} for r in new]
-    return rows
+            out[analysis.name] = dict(rows)
+    return out
+
+
+def cache_keys(context: Context, model: list) -> dict[str, str]:
+    """The settings key of each model analysis (``cache.settings_key``)."""
+    run = context.run
+    identity = run_identity([i.spec for i in run.config.interventions],
+                            [dict(e) for e in RunReader(run.path).sources()])
+    config = context.config.to_dict()
+    return {a.name: settings_key(a.name, config, context.evaluators, identity) for a in model}
+
+
+def sha256_of(info: CheckpointInfo) -> str:
+    """The checkpoint's sha256 as its manifest records it (the file was checked against it when the run was
+    opened); computed from the file for a manifest without one."""
+    if info.sha256 is not None:
+        return info.sha256
+    from coopetition.store.checkpoint import file_sha256
+
+    return file_sha256(info.path)

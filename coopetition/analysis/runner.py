@@ -7,7 +7,12 @@ the registry (``analysis.base``); each checkpoint is loaded once and handed to e
 accumulated per analysis (``AnalysisResult.seconds``; the shared passes under ``forward``) for the benchmark.
 
 With ``config.workers`` > 1 the checkpoints are spread over worker processes (``workers.py``), each running the
-same per-checkpoint code; rows are merged in step order.
+same per-checkpoint code; rows are merged in step order. With a ``FanOut`` (``fanout.py``) they become submitit jobs
+(local processes or Slurm), which write their results into the cache for this process to merge.
+
+Results are cached per checkpoint and analysis (``cache.py``, default ``RUN/analysis_cache``): a checkpoint whose
+entry exists under the same settings is read back, not recomputed, so a repeated ``analyze`` or one after ``zoom``
+computes only what is new, and the tables (built from the entries in step order) equal a from-scratch analysis.
 """
 
 from __future__ import annotations
@@ -17,20 +22,28 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from coopetition.analysis.base import Analysis, Context
+from coopetition.analysis.cache import Store
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.execution import Timer, build_context, checkpoint_rows
+from coopetition.analysis.execution import Timer, build_context, cache_keys, checkpoint_rows, sha256_of
+from coopetition.analysis.registry import get
 from coopetition.analysis.loading import LoadedRun
 from coopetition.analysis.selection import Selection, parse_spec, resolve
-from coopetition.errors import ConfigError
+from coopetition.errors import ConfigError, DataError
+from coopetition.store.checkpoint import CheckpointInfo
 from coopetition.store.atomic import atomic_directory, atomic_write, atomic_write_text
 
 from coopetition.store.rundir import RunReader, now_iso, package_versions
+
+
+if TYPE_CHECKING:
+    from coopetition.analysis.fanout import FanOut
 
 
 class SelectionWarning(UserWarning):
@@ -50,6 +63,9 @@ class AnalysisResult:
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()  # corrupt checkpoints left out (listed in skipped_checkpoints.csv)
+    # per model analysis: checkpoints computed now, and checkpoints read back from the cache
+    computed: dict[str, int] = field(default_factory=dict)
+    reused: dict[str, int] = field(default_factory=dict)
 
 
 def _evaluators(run: LoadedRun, config: AnalysisConfig) -> tuple[str, ...]:
@@ -63,9 +79,14 @@ def _evaluators(run: LoadedRun, config: AnalysisConfig) -> tuple[str, ...]:
 
 
 def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | None = None,
-            progress_bar: bool = True) -> AnalysisResult:
+            progress_bar: bool = True, cache_dir: Path | None = None, use_cache: bool = True,
+            fan_out: "FanOut | None" = None) -> AnalysisResult:
     """Run ``config.analyses`` on the checkpoints ``spec`` selects; write tables, figures, ``analysis.json`` and
     ``index.html``.
+
+    Per-checkpoint results are read from and written to the cache (``cache_dir``, default ``RUN/analysis_cache``;
+    ``use_cache=False``: neither). ``fan_out``: run the checkpoints still to compute as submitit jobs (needs the
+    cache, through which the jobs hand their results back).
 
     Everything the user could get wrong (SPEC, run dir, evaluator names, device, added interventions and their
     graft sources) is checked, and the network built, before the output folder (default ``RUN/analysis``) is
@@ -84,19 +105,26 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads or threads)
     try:
-        context, analyses = build_context(run, evaluators, config, timer)
-        eval_log = run.eval_table() if any(not a.needs_model for a in analyses) else None
+        # the network, sequences and model analyses are built only if some checkpoint must be computed here
+        context = Context(run, config, evaluators, timer=timer)
+        classes = [get(name) for name in config.analyses]
+        plain = [cls(context) for cls in classes if not cls.needs_model]
+        eval_log = run.eval_table() if plain else None
         for note in selection.notes:
             warnings.warn(note, SelectionWarning, stacklevel=2)
         out = Path(out_dir) if out_dir is not None else Path(run_dir) / "analysis"
         _check_replaceable(out)
+        store = _open_store(Path(run_dir), cache_dir, use_cache, fan_out)
         rows: dict[str, list[dict]] = defaultdict(list)
-        for analysis in (a for a in analyses if not a.needs_model):
+        for analysis in plain:
             assert eval_log is not None
             for table, new in timer.run(analysis.name, analysis.run_rows, selection.steps).items():
                 rows[table] += new
-        if any(a.needs_model for a in analyses):
-            _model_analyses(context, analyses, selection.steps, rows, timer, progress_bar)
+        computed: dict[str, int] = {}
+        reused: dict[str, int] = {}
+        if config.needs_model:
+            computed, reused = _model_analyses(context, [c for c in classes if c.needs_model], selection.steps, rows,
+                                               timer, progress_bar, store, fan_out)
     finally:
         torch.set_num_threads(threads)
     # Everything is computed; now the folder is written whole into a temporary sibling and swapped in, so an
@@ -104,14 +132,43 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
     tables, frames = {}, {}
     with atomic_directory(out) as tmp:
         skipped = run.report_skipped(tmp)
-        for analysis in analyses:
+        for analysis in classes:
             for name, columns in analysis.tables.items():
                 tables[name] = out / f"{name}.csv"
                 frames[name] = _write_table(tmp / f"{name}.csv", rows[name], list(columns))
         written = timer.run("figures", write_figures, tmp, frames, config.analyses, shown=out, run=Path(run_dir).name)
-        _write_record(tmp, run, spec, selection, evaluators, config, timer)
+        _write_record(tmp, run, spec, selection, evaluators, config, timer,
+                      {"dir": None if store is None else str(store.root.resolve()), "computed": computed,
+                       "reused": reused})
     figures = {name: out / path.name for name, path in written.items()}
-    return AnalysisResult(out, selection.steps, tables, figures, dict(timer.seconds), dict(timer.cpu), skipped)
+    return AnalysisResult(out, selection.steps, tables, figures, dict(timer.seconds), dict(timer.cpu), skipped,
+                          computed, reused)
+
+
+def _open_store(run_dir: Path, cache_dir: Path | None, use_cache: bool, fan_out) -> Store | None:
+    """The cache folder, created now; a run folder that cannot hold it (read-only) means no cache, with a warning,
+    unless jobs must hand their results back through it."""
+    if not use_cache:
+        if fan_out is not None:
+            raise ConfigError("--executor needs the analysis cache (the jobs hand their results back through it); "
+                              "drop --no-cache")
+        return None
+    import os
+
+    root = Path(cache_dir) if cache_dir is not None else run_dir / "analysis_cache"
+    # created on the first write (a refused request writes nothing); here only checked
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    problem = None
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        problem = "not a directory"
+    elif existing is None or not os.access(existing, os.W_OK | os.X_OK):
+        problem = "not writable"
+    if problem is not None:
+        if fan_out is not None or cache_dir is not None:
+            raise ConfigError(f"cannot use the analysis cache {root}: {problem}")
+        warnings.warn(f"no analysis cache: {root} is {problem}", stacklevel=3)
+        return None
+    return Store(root)
 
 
 def _check_replaceable(out: Path) -> None:
@@ -131,7 +188,7 @@ def _write_table(path: Path, rows: list[dict], columns: list[str]) -> pd.DataFra
 
 
 def _write_record(out: Path, run: LoadedRun, spec: str, selection: Selection, evaluators: tuple[str, ...],
-                  config: AnalysisConfig, timer: Timer) -> None:
+                  config: AnalysisConfig, timer: Timer, cache: dict) -> None:
     """``analysis.json``: what was analysed and how, so the folder can be reproduced and trusted."""
     import json
 
@@ -146,33 +203,82 @@ def _write_record(out: Path, run: LoadedRun, spec: str, selection: Selection, ev
         "added_interventions": [i.spec for i in config.interventions],
         "sources": [{k: e[k] for k in ("role", "spec", "file", "sha256", "step")} for e in RunReader(run.path).sources()],
         "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
+        "cache": cache,  # where per-checkpoint results live; per analysis, checkpoints computed now / read back
         "versions": package_versions(),
         "created": now_iso(),
     }
     atomic_write_text(out / "analysis.json", json.dumps(record, indent=2) + "\n")
 
 
-def _model_analyses(context: Context, analyses: list[Analysis], steps: tuple[int, ...], rows: dict[str, list[dict]],
-                    timer: Timer, progress_bar: bool) -> None:
+def _model_analyses(context: Context, model: list[type[Analysis]], steps: tuple[int, ...],
+                    rows: dict[str, list[dict]], timer: Timer, progress_bar: bool, store: Store | None,
+                    fan_out) -> tuple[dict, dict]:
+    """Rows of every model analysis at ``steps``: cached entries where they exist, the rest computed (here, in
+    worker processes, or as submitit jobs) and cached as each checkpoint finishes. Appended in step order, then
+    analysis order, as a from-scratch single process would. ``context`` is filled (network, sequences) only if
+    something is computed here."""
     infos = {c.step: c for c in context.run.checkpoints}
-    workers = context.config.n_workers(len(steps))
-    if workers == 1:
-        _merge((checkpoint_rows(context, analyses, infos[step]) for step in steps), steps, rows, progress_bar)
-    else:
-        from coopetition.analysis import workers as pool
+    keys = cache_keys(context, model)
+    found: dict[tuple[int, str], dict[str, list[dict]]] = {}
+    todo: list[tuple[CheckpointInfo, tuple[str, ...]]] = []
+    sha = {step: sha256_of(infos[step]) for step in steps} if store is not None else {}
+    for step in steps:
+        info = infos[step]
+        missing = []
+        for analysis in model:
+            entry = None if store is None else store.load(analysis.name, keys[analysis.name], sha[step], step,
+                                                          analysis.tables)
+            if entry is None:
+                missing.append(analysis.name)
+            else:
+                found[step, analysis.name] = entry
+        if missing:
+            todo.append((info, tuple(missing)))
+    reused = {a.name: sum((s, a.name) in found for s in steps) for a in model}
+    computed = {a.name: sum(a.name in names for _, names in todo) for a in model}
 
-        with pool.start(context, analyses, workers) as executor:
-            # every checkpoint is submitted, so the workers exist, before the progress bar starts its own thread
-            _merge(pool.checkpoint_rows_in(executor, [infos[s] for s in steps], timer), steps, rows, progress_bar)
+    def keep(info: CheckpointInfo, result: dict[str, dict[str, list[dict]]]) -> None:
+        for name, tables in result.items():
+            if store is not None:
+                store.save(name, keys[name], sha[info.step], info.step, tables)
+            found[info.step, name] = tables
+
+    if todo and fan_out is not None:
+        from coopetition.analysis.fanout import run_jobs
+
+        run_jobs(fan_out, context, todo, store.root, progress_bar)
+        for info, names in todo:
+            for name in names:
+                analysis = next(a for a in model if a.name == name)
+                entry = store.load(name, keys[name], sha[info.step], info.step, analysis.tables)
+                if entry is None:
+                    raise DataError(f"the jobs finished without a result for {name} at step {info.step} "
+                                    f"(see the job logs in {fan_out.folder_for(store.root)})")
+                found[info.step, name] = entry
+    elif todo:
+        context, analyses = build_context(context.run, context.evaluators, context.config, timer)
+        workers = context.config.n_workers(len(todo))
+        if workers == 1:
+            results = (checkpoint_rows(context, analyses, info, names) for info, names in todo)
+            _collect(results, todo, keep, progress_bar)
+        else:
+            from coopetition.analysis import workers as pool
+
+            with pool.start(context, analyses, workers) as executor:
+                # every checkpoint is submitted, so the workers exist, before the progress bar starts its own thread
+                _collect(pool.checkpoint_rows_in(executor, todo, timer), todo, keep, progress_bar)
+    for step in steps:
+        for analysis in model:
+            for table, new in found[step, analysis.name].items():
+                rows[table] += new
+    return computed, reused
 
 
-def _merge(results: Iterator[dict[str, list[dict]]], steps: tuple[int, ...], rows: dict[str, list[dict]],
-           progress_bar: bool) -> None:
-    """Append each checkpoint's rows, in step order, to the tables."""
-    bar = tqdm(total=len(steps), desc="analyze", unit="ckpt", disable=not progress_bar, dynamic_ncols=True)
-    for step, found in zip(steps, results):
-        for table, new in found.items():
-            rows[table] += new
+def _collect(results: Iterator[dict], todo: list, keep, progress_bar: bool) -> None:
+    """Hand each checkpoint's results to ``keep`` (which caches them) as they arrive, in order."""
+    bar = tqdm(total=len(todo), desc="analyze", unit="ckpt", disable=not progress_bar, dynamic_ncols=True)
+    for (info, _), result in zip(todo, results):
+        keep(info, result)
         bar.update()
-        bar.set_postfix(step=step)
+        bar.set_postfix(step=info.step)
     bar.close()

@@ -39,11 +39,11 @@ def _build(run: LoadedRun, evaluators: tuple[str, ...], config: AnalysisConfig) 
     _STATE = build_context(run, evaluators, config)
 
 
-def _analyse(info: CheckpointInfo) -> tuple[dict[str, list[dict]], dict[str, float], dict[str, float]]:
+def _analyse(task: tuple[CheckpointInfo, tuple[str, ...]]) -> tuple[dict, dict[str, float], dict[str, float]]:
     context, analyses = _STATE
     context.timer = timer = Timer()
-    rows = checkpoint_rows(context, analyses, info)
-    return dict(rows), dict(timer.seconds), dict(timer.cpu)
+    rows = checkpoint_rows(context, analyses, *task)
+    return rows, dict(timer.seconds), dict(timer.cpu)
 
 
 def start(context: Context, analyses: list[Analysis], workers: int) -> Executor:
@@ -57,10 +57,11 @@ def start(context: Context, analyses: list[Analysis], workers: int) -> Executor:
                                initargs=(context.run, context.evaluators, context.config))
 
 
-def checkpoint_rows_in(executor: Executor, infos: list[CheckpointInfo], timer: Timer) -> Iterator[dict]:
-    """``{table: rows}`` per checkpoint, in the order of ``infos``, all submitted at once (now, not on first
-    ``next``); worker time is added to ``timer`` (so its seconds are summed over workers, not elapsed)."""
-    results = executor.map(_analyse, infos)
+def checkpoint_rows_in(executor: Executor, tasks: list[tuple[CheckpointInfo, tuple[str, ...]]],
+                       timer: Timer) -> Iterator[dict]:
+    """``{analysis: {table: rows}}`` per ``(checkpoint, analyses)`` task, in order, all submitted at once (now, not
+    on first ``next``); worker time is added to ``timer`` (so its seconds are summed over workers, not elapsed)."""
+    results = executor.map(_analyse, tasks)
 
     def rows() -> Iterator[dict]:
         for found, seconds, cpu in results:

@@ -139,8 +139,12 @@ class Intervened:
     def run_variants(self, exemplars: Float[Tensor, "n item dim"], context_labels: Int[Tensor, "n ctx"],
                      target: Int[Tensor, " n"] | None, variants: Sequence[Variant],
                      labels: Int[Tensor, "n k"] | None = None, baseline: Mapping[str, Tensor] | None = None,
-                     source: Mapping[str, Tensor] | None = None, max_rows: int = 2048) -> Float[Tensor, "v n k"]:
+                     source: Mapping[str, Tensor] | None = None, max_rows: int = 2048,
+                     final_residual: bool = False) -> Float[Tensor, "v n k"]:
         """Query logits (of ``labels``, or every class) under each variant, in order.
+
+        ``final_residual``: return the residual stream at the query after the last block (before the final
+        LayerNorm), ``[v, n, d_model]``, instead of logits; refused where an intervention edits logits.
 
         ``baseline``: the cache of this object's own pass on the same input; variants' ``clean`` values come from
         it (without it, from a pass made here), and with it (it must hold the ``hook_resid_pre`` of every block and
@@ -149,6 +153,10 @@ class Intervened:
         """
         n, cfg = exemplars.shape[0], self.config
         k = labels.shape[1] if labels is not None else self.model.n_outputs
+        if final_residual:
+            k = self.network.cfg.d_model
+            if any(_edits_logits(edit) for edit in (*self.edits, *(e for v in variants for e in v))):
+                raise ValueError("final_residual: an intervention edits logits")
         if not variants:
             return exemplars.new_empty(0, n, k)
         clean = baseline
@@ -167,7 +175,7 @@ class Intervened:
             for first in range(0, len(members), per_chunk):
                 chunk = members[first:first + per_chunk]
                 out.append(self._run_chunk([built[i] for i in chunk], exemplars, context_labels, target, labels,
-                                           baseline, own, start).view(len(chunk), n, -1))
+                                           baseline, own, start, final_residual).view(len(chunk), n, -1))
                 order += chunk
         return torch.cat(out)[torch.tensor(order, device=exemplars.device).argsort()]
 
@@ -184,7 +192,8 @@ class Intervened:
                 first = min([first] + [hook_block(name) for name, _ in found])
         return hooks, inputs, first, edits
 
-    def _run_chunk(self, built, exemplars, context_labels, target, labels, baseline, own, start):
+    def _run_chunk(self, built, exemplars, context_labels, target, labels, baseline, own, start,
+                   final_residual=False):
         """Logits ``[len(built) * n, k]`` of one chunk of variants that all start at block ``start``; ``own``: the
         clean values of the run's own interventions on the untiled input."""
         g, n = len(built), exemplars.shape[0]
@@ -215,6 +224,10 @@ class Intervened:
 
         read = None if labels is None else labels.repeat(g, 1)
         with self.network.hooked([(name, combined(*fns)) for name, fns in names.items()]):
+            if final_residual:
+                residual = (self.network.embed_input(tiled.exemplars, tiled.context_labels) if start < 0 else
+                            baseline[_resid_name(start, self.config.n_layers)].repeat(g, 1, 1))
+                return self.network.run_blocks(residual, max(start, 0))[:, -1]
             if start < 0:
                 logits = self.network(tiled.exemplars, tiled.context_labels, labels=read)
             else:
