@@ -33,6 +33,8 @@ REFERENCE_CLASS_SPLIT = (12800, 0, 184)
 REFERENCE_EXEMPLAR_SPLIT = (20, 0, 0)
 # Where a bank's splits came from, recorded in the run's config.json ("derived").
 SPLITS_FROM_CONFIG, SPLITS_FROM_REFERENCE, SPLITS_WHOLE_BANK = "config", "reference layout", "whole bank"
+# How a family bank lays (drawing, transform) images out over its classes (see family_features).
+FAMILY_LAYOUTS = ("reference", "described")
 MAX_SYNTHETIC = 4 * 10**9  # floats (16 GB); C25's bank is 1.3e8
 MAX_BANK_BYTES = 8 * MAX_SYNTHETIC + (1 << 20)  # a float64 file of MAX_SYNTHETIC values
 BANK_SUFFIXES = (".npy", ".npz", ".safetensors", ".h5", ".hdf5")
@@ -46,7 +48,9 @@ class BankConfig:
 
     ``source`` is ``"synthetic"`` or a path to ``.npy``/``.npz``/``.safetensors``/``.h5``. The synthetic fields
     (``classes``, ``exemplars``, ``dim``, ``within_class_noise``, ``shared_scale``, ``prototype_rank``, ``modes``,
-    ``mode_share``, ``seed``; see ``synthetic_features``) are ignored for files. Splits are
+    ``mode_share``, ``seed``; see ``synthetic_features``; and the family fields ``siblings``, ``transforms``,
+    ``transform_share``, ``drawing_noise``, ``layout``, ``rectify``; see ``family_features``) are ignored for files.
+    Splits are
     ``(train, val, test)`` contiguous ranges as in the reference; ``None`` means "all train", except for an HDF5 file
     in the reference's layout (``h5_dataset`` ``resnet18/224/feat`` of shape 12984 x 20 x 512), which gets the
     reference's ``(12800, 0, 184)`` / ``(20, 0, 0)``. A split given here always wins.
@@ -61,6 +65,12 @@ class BankConfig:
     prototype_rank: int | None = None
     modes: int = 1
     mode_share: float = 0.0
+    siblings: int = 1
+    transforms: int = 1
+    transform_share: float = 0.0
+    drawing_noise: float = 0.0
+    layout: str = "reference"
+    rectify: bool = False
     seed: int = 0
     class_split: tuple[int, int, int] | None = None
     exemplar_split: tuple[int, int, int] | None = None
@@ -85,6 +95,21 @@ class BankConfig:
                 raise ConfigError(f"bank.modes must be in [1, bank.exemplars = {self.exemplars}], got {self.modes}")
             if not 0 <= self.mode_share <= 1:
                 raise ConfigError(f"bank.mode_share must be in [0, 1], got {self.mode_share}")
+            for name in ("siblings", "transforms"):
+                if not 1 <= getattr(self, name) <= 64:
+                    raise ConfigError(f"bank.{name} must be in [1, 64], got {getattr(self, name)}")
+            if not 0 <= self.transform_share <= 1:
+                raise ConfigError(f"bank.transform_share must be in [0, 1], got {self.transform_share}")
+            if not 0 <= self.drawing_noise < float("inf"):
+                raise ConfigError(f"bank.drawing_noise must be finite and >= 0, got {self.drawing_noise}")
+            if self.layout not in FAMILY_LAYOUTS:
+                raise ConfigError(f"bank.layout must be one of {', '.join(FAMILY_LAYOUTS)}, got {self.layout!r}")
+            if self.is_family and self.modes > 1:
+                raise ConfigError("bank.modes is for the cluster bank; a family bank (bank.siblings, bank.transforms, "
+                                  "bank.rectify) varies its exemplars by bank.transforms instead")
+            if self.layout == "described" and self.is_family and self.siblings != self.transforms:
+                raise ConfigError(f"bank.layout 'described' makes each sibling one transform: bank.siblings "
+                                  f"({self.siblings}) must equal bank.transforms ({self.transforms})")
             if self.classes < 3:
                 raise ConfigError(f"bank.classes must be >= 3 (query, distractor and one more), got {self.classes}")
             for name in ("within_class_noise", "shared_scale"):
@@ -99,6 +124,12 @@ class BankConfig:
                 raise ConfigError(f"bank.{name} {tuple(split)} must sum to bank.{axis}es = {size}"
                                   if axis == "class" else
                                   f"bank.{name} {tuple(split)} must sum to bank.exemplars = {size}")
+
+
+    @property
+    def is_family(self) -> bool:
+        """Whether the synthetic bank is the family bank (``family_features``) rather than Gaussian clusters."""
+        return self.siblings > 1 or self.transforms > 1 or self.rectify
 
 
 @dataclass(frozen=True)
@@ -181,10 +212,76 @@ def synthetic_features(classes: int, exemplars: int, dim: int, within_class_nois
     return features / (1.0 + within_class_noise**2 + shared_scale**2) ** 0.5
 
 
+def family_features(classes: int, exemplars: int, dim: int, seed: int, *, siblings: int = 8, transforms: int = 8,
+                    transform_share: float = 0.0, drawing_noise: float = 0.0, image_noise: float = 0.0,
+                    offset: float = 0.0, prototype_rank: int | None = None, layout: str = "reference",
+                    rectify: bool = False) -> Tensor:
+    """A bank with the reference's geometry (REFERENCE 1.2): characters, drawings of them, and transforms shared by
+    every character, so that the class structure is the reference feature file's rather than Gaussian clusters.
+
+    - **Characters.** Class c belongs to character ``c // siblings``: ``siblings`` consecutive classes are a family
+      sharing one character prototype p ~ N(0, I) (in a random ``prototype_rank`` subspace if set).
+    - **Drawings.** Drawing k of a character is ``z = p + drawing_noise * d_k`` (who drew it).
+    - **Transforms.** ``transforms`` fixed seeded maps ``T_t = sqrt(s) I + sqrt(1 - s) Q_t`` (``Q_t`` random
+      orthogonal, s = ``transform_share``), the same for every character, as a rotation is one operation on any
+      image. An image is ``T_t z / |.| * sqrt(dim) + image_noise * n``: ``s`` is the cosine between two transforms of
+      one drawing, the part of a character that survives all of them.
+    - **Layout.** ``"reference"``: the literal rows of the reference's feature file: the character's images in
+      (drawing, transform) order, image j = drawing ``j // transforms`` in transform ``j % transforms``, cut into
+      chunks of ``exemplars``; sibling s holds images ``s * exemplars ...``. With 8 siblings, 8 transforms and 20
+      exemplars a class is 2.5 drawings in every transform and siblings differ only by who drew them.
+      ``"described"``: the papers' description, class = (character, transform t = sibling index), exemplar i =
+      drawing i; siblings differ by their transform.
+    - **Non-negative, correlated** (``rectify``): ``relu(offset * m + x)`` with one shared direction m ~ N(0, I), like
+      post-ReLU ResNet features whose classes all share a large common part. Without it, ``offset * m + x``.
+
+    The array is scaled so that each vector has mean square norm ``dim``. Draw order: prototypes, drawings, image
+    noise, m, transforms."""
+    gen = torch.Generator().manual_seed(seed)
+    n_chars = -(-classes // siblings)
+    per_char = siblings * exemplars
+    n_drawings = exemplars if layout == "described" else -(-per_char // transforms)
+    rank = prototype_rank or dim
+    basis = torch.randn(rank, dim, generator=gen) / rank**0.5 if prototype_rank is not None else None
+    prototypes = torch.randn(n_chars, 1, rank, generator=gen)
+    drawings = prototypes + drawing_noise * torch.randn(n_chars, n_drawings, rank, generator=gen)
+    if basis is not None:
+        drawings = drawings @ basis
+    image_noise_draw = torch.randn(classes, exemplars, dim, generator=gen)
+    shared = torch.randn(dim, generator=gen)
+    q, _ = torch.linalg.qr(torch.randn(transforms, dim, dim, generator=gen))
+    maps = transform_share**0.5 * torch.eye(dim) + (1 - transform_share)**0.5 * q  # [T, dim, dim]
+    cls = torch.arange(classes)
+    char, sib = cls // siblings, cls % siblings
+    if layout == "described":
+        drawing_of = torch.arange(exemplars).expand(classes, exemplars)
+        transform_of = sib[:, None].expand(classes, exemplars)
+    else:
+        image = sib[:, None] * exemplars + torch.arange(exemplars)  # index of the image within its character
+        drawing_of, transform_of = image // transforms, image % transforms
+    z = drawings[char[:, None], drawing_of]  # [classes, exemplars, dim]
+    x = torch.empty_like(z)
+    for t in range(transforms):  # T_t z for every image in transform t (row vectors: z @ T_t^T)
+        where = transform_of == t
+        x[where] = z[where] @ maps[t].T
+    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12) * dim**0.5 + image_noise * image_noise_draw
+    x = offset * shared + x
+    if rectify:
+        x = torch.relu(x)
+    return x / x.pow(2).sum(-1).mean().sqrt() * dim**0.5
+
+
 def load_bank(config: BankConfig, expected_shape: tuple[int, ...] | None = None) -> ExemplarBank:
     """Build or read the bank named by ``config`` and check its splits against its shape (and a file's shape
     against ``expected_shape``, a run's record, before its data is read)."""
-    if config.source == SYNTHETIC:
+    if config.source == SYNTHETIC and config.is_family:
+        features = family_features(config.classes, config.exemplars, config.dim, config.seed,
+                                   siblings=config.siblings, transforms=config.transforms,
+                                   transform_share=config.transform_share, drawing_noise=config.drawing_noise,
+                                   image_noise=config.within_class_noise, offset=config.shared_scale,
+                                   prototype_rank=config.prototype_rank, layout=config.layout,
+                                   rectify=config.rectify)
+    elif config.source == SYNTHETIC:
         features = synthetic_features(config.classes, config.exemplars, config.dim,
                                       config.within_class_noise, config.seed, config.shared_scale,
                                       config.prototype_rank, config.modes, config.mode_share)

@@ -60,6 +60,75 @@ def test_bad_mode_settings_are_config_errors(field, value):
         BankConfig(classes=10, exemplars=8, dim=4, **{field: value})
 
 
+def test_family_fields_at_their_defaults_keep_the_cluster_bank_bit_for_bit():
+    """The family options (issue 27) are off unless set: every earlier run's bank must come out the same."""
+    gen = torch.Generator().manual_seed(4)
+    prototypes = torch.randn(30, 1, 8, generator=gen)
+    noise = torch.randn(30, 5, 8, generator=gen)
+    shared = torch.randn(1, 1, 8, generator=gen)
+    expected = (2.0 * shared + prototypes + 0.5 * noise) / (1 + 0.5**2 + 2.0**2) ** 0.5
+    config = BankConfig(classes=30, exemplars=5, dim=8, within_class_noise=0.5, shared_scale=2.0, seed=4,
+                        siblings=1, transforms=1, transform_share=0.3, drawing_noise=0.7, layout="described")
+    assert not config.is_family and not BankConfig().is_family
+    assert torch.equal(load_bank(config).features, expected)
+
+
+def _family(**kw):
+    base = dict(classes=32, exemplars=20, dim=128, siblings=8, transforms=8, within_class_noise=0.0, seed=3)
+    return load_bank(BankConfig(**{**base, **kw})).features
+
+
+def test_family_bank_reference_layout_is_the_literal_rows_of_the_feature_file():
+    """Sibling s, exemplar i is image 20 s + i of its character: drawing (20 s + i) // 8 in transform (20 s + i) % 8
+    (REFERENCE 1.2). Without drawing or image noise, images in one transform are identical across the family."""
+    f = _family()
+    assert torch.allclose(f[1, 0], f[0, 4])  # image 20: transform 4 = image 4's transform
+    assert torch.allclose(f[0, 0], f[0, 8]) and torch.allclose(f[3, 0], f[0, 4])  # image 60: transform 4
+    assert not torch.allclose(f[0, 0], f[0, 1])
+    assert not torch.allclose(f[0, 0], f[8, 0])  # another character (class 8 is the next family)
+    drawn = _family(transform_share=1.0, drawing_noise=1.0)  # transforms are the identity: only drawings differ
+    assert torch.allclose(drawn[0, 0], drawn[0, 7]) and not torch.allclose(drawn[0, 7], drawn[0, 8])
+    assert torch.allclose(drawn[1, 0], drawn[0, 16])  # image 20 and image 16: both drawing 2
+
+
+def test_family_transforms_are_one_map_for_every_character_and_share_what_transform_share_says():
+    f = _family(classes=800, dim=256)  # transform_share 0: T_t is orthogonal, so it keeps inner products
+    a, b = f[0:800:16], f[8:800:16]  # sibling 0 of characters 0, 2, 4, ... against characters 1, 3, 5, ...
+    dots = (a[:, :8] * b[:, :8]).sum(-1)  # transforms 0..7 of drawing 0 of two characters
+    assert torch.allclose(dots, dots[:, :1].expand_as(dots), atol=1e-3)  # the same in every transform
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(f[:, 0], f[:, 1], dim=-1).mean().item() == pytest.approx(0.0, abs=0.03)  # transforms share nothing
+    half = _family(classes=800, dim=256, transform_share=0.5)
+    assert cos(half[:, 0], half[:, 1], dim=-1).mean().item() == pytest.approx(0.5, abs=0.05)
+    assert half.pow(2).sum(-1).mean().item() == pytest.approx(256, rel=1e-4)
+
+
+def test_rectified_family_bank_is_non_negative_and_correlated_across_classes():
+    f = _family(classes=400, rectify=True, shared_scale=2.0, transform_share=0.5)
+    assert f.min().item() == 0.0 and (f > 0).float().mean().item() < 0.9
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(f[:200, 0], f[200:, 0], dim=-1).mean().item() > 0.7  # unrelated characters still alike
+
+
+def test_family_bank_described_layout_makes_each_sibling_one_transform():
+    f = _family(layout="described", drawing_noise=1.0)
+    assert torch.allclose(f[0, 0] @ f[0, 0], f[1, 0] @ f[1, 0], rtol=1e-4)  # one drawing, two orthogonal maps
+    assert not torch.allclose(f[0, 0], f[1, 0])
+    same = _family(layout="described", drawing_noise=1.0, transform_share=1.0)
+    assert torch.allclose(same[0, 3], same[5, 3]) and not torch.allclose(same[0, 3], same[0, 4])
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("siblings", 0, "bank.siblings"), ("transforms", 65, "bank.transforms"),
+    ("transform_share", 1.5, "bank.transform_share"), ("drawing_noise", -1.0, "bank.drawing_noise"),
+    ("layout", "rows", "bank.layout"), ("modes", 2, "bank.modes is for the cluster bank"),
+    ("transforms", 4, "must equal bank.transforms")])
+def test_bad_family_settings_are_config_errors(field, value, match):
+    base = dict(classes=16, exemplars=8, dim=4, siblings=8, transforms=8, layout="described")
+    with pytest.raises(ConfigError, match=match):
+        BankConfig(**{**base, field: value})
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".npz", ".safetensors", ".h5"])
 def test_bank_files_load(tmp_path, suffix):
     array = np.random.default_rng(0).normal(size=(5, 3, 4)).astype(np.float32)

@@ -32,7 +32,7 @@ from coopetition.train.setup import (Sizes, derive_sizes, eval_sets_for, load_ru
                                      training_pool)
 from coopetition.train.sources import Source, keep_sources, load_source_model, resolve_sources, run_graft_models
 from coopetition.train.state import restore_resume, resume_layout, resume_tensors
-from coopetition.train.step import TrainStep, compiled_forward, make_optimizer, parameter_names
+from coopetition.train.step import TrainStep, compiled_forward, lr_groups, make_optimizer, parameter_names
 
 PROGRESS_METRICS = (("flip", "in_context_acc"), ("ciwl", "in_context_acc"), ("icl", "in_context_acc"))
 
@@ -84,7 +84,8 @@ def build_training(config: RunConfig, run_dir: Path | None) -> Training:
     model.fuse_training_kernels()  # fused attention/LayerNorm in training steps only (coopetition/model/components.py)
     forward = Intervened(model, config.interventions, graft_models)
     trainable = forward.trainable_parameters()
-    optimizer = make_optimizer(trainable, tc.lr, fused=tc.fused_adam)
+    optimizer = make_optimizer(lr_groups(parameter_names(model, trainable), tc.lr, tc.unembed_lr_scale,
+                                         tc.label_lr_scale), tc.lr, fused=tc.fused_adam)
     data_gen = torch.Generator(device).manual_seed(config.seeds.train)
     train_step = TrainStep(compiled_forward(forward) if tc.compile else forward, optimizer, trainable, features, pool,
                            config.task.mixture, config.task.mixture_weights, tc.batch_size, data_gen,

@@ -22,11 +22,29 @@ from coopetition.task.sequence import SequenceSpec
 Forward = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def make_optimizer(params: Sequence[nn.Parameter], lr: float, fused: bool = True) -> torch.optim.Adam:
+def make_optimizer(params: Sequence[nn.Parameter] | Sequence[dict], lr: float, fused: bool = True) -> torch.optim.Adam:
     """The reference's optimizer: Adam, constant ``lr``, default betas and eps. By default PyTorch's fused kernel
     (~5x faster on CPU); ``fused=False`` is the single-tensor kernel that runs written before it was the default
     used, which rounds differently in the last bit (docs/performance.md)."""
     return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True if fused else None)
+
+
+CLASS_SPECIFIC = {"unembed.W_U": "unembed", "unembed.b_U": "unembed", "embed.W_L": "label"}
+
+
+def lr_groups(named: Sequence[tuple[str, nn.Parameter]], lr: float, unembed_scale: float = 1.0,
+              label_scale: float = 1.0) -> list[nn.Parameter] | list[dict]:
+    """Adam's parameter groups for ``train.unembed_lr_scale`` / ``train.label_lr_scale`` (issue 27, H1): the
+    unembedding and the label table at ``lr * scale``, everything else at ``lr``. At scales 1 it is the plain
+    parameter list, so the optimizer (and its state dict) is the one every earlier run had."""
+    params = [p for _, p in named]
+    if unembed_scale == 1.0 and label_scale == 1.0:
+        return params
+    scale = {"unembed": unembed_scale, "label": label_scale}
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, param in named:
+        groups.setdefault(scale.get(CLASS_SPECIFIC.get(name, ""), 1.0), []).append(param)
+    return [{"params": group, "lr": lr * factor} for factor, group in groups.items()]
 
 
 def compiled_forward(forward) -> Forward:

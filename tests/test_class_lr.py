@@ -1,0 +1,45 @@
+"""train.unembed_lr_scale / train.label_lr_scale (issue 27, H1): the class-specific rows at their own learning rate."""
+
+import pytest
+import torch
+
+from coopetition.errors import ConfigError
+from coopetition.model import build_model
+from coopetition.model.config import ModelConfig
+from coopetition.train.config import TrainConfig
+from coopetition.train.step import lr_groups, make_optimizer
+
+
+def _model():
+    return build_model(ModelConfig(n_layers=2, d_model=16, n_heads=2, positional="learned"), 8, 20, 20, 0, "cpu")
+
+
+def test_scales_of_one_give_the_plain_parameter_list():
+    named = list(_model().named_parameters())
+    assert lr_groups(named, 1e-3) == [p for _, p in named]
+
+
+def test_first_adam_step_moves_each_group_by_its_own_learning_rate():
+    """Adam's first step moves every coordinate with a non-zero gradient by lr (m / sqrt(v) = sign(g)), so the
+    largest move of each tensor is its group's learning rate: a known answer for the scaling."""
+    model = _model()
+    named = list(model.named_parameters())
+    assert {"unembed.W_U", "unembed.b_U", "embed.W_L"} <= {n for n, _ in named}
+    before = {n: p.detach().clone() for n, p in named}
+    optimizer = make_optimizer(lr_groups(named, 1e-2, unembed_scale=0.125, label_scale=0.5), 1e-2, fused=False)
+    labels = torch.tensor([[3, 7], [1, 2]])
+    loss = model(torch.randn(2, 3, 8), labels).logsumexp(-1).sum() + model.embed.W_L.pow(2).sum()
+    loss.backward()
+    optimizer.step()
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in named}
+    assert moved["unembed.W_U"] == pytest.approx(1e-2 / 8, rel=1e-3)
+    assert moved["unembed.b_U"] == pytest.approx(1e-2 / 8, rel=1e-3)
+    assert moved["embed.W_L"] == pytest.approx(1e-2 / 2, rel=1e-3)
+    assert moved["blocks.1.attn.W_V"] == pytest.approx(1e-2, rel=1e-3)
+
+
+@pytest.mark.parametrize("field", ["unembed_lr_scale", "label_lr_scale"])
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), 1000.0])
+def test_bad_scales_are_config_errors(field, value):
+    with pytest.raises(ConfigError, match=f"train.{field}"):
+        TrainConfig(**{field: value})
