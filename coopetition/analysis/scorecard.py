@@ -30,7 +30,7 @@ from torch import Tensor
 
 from coopetition.analysis.ablation import ablation_variants, variant_scores
 from coopetition.analysis.base import Analysis, Checkpoint
-from coopetition.analysis.clamp import clamp_variants
+from coopetition.analysis.clamp import clamp_variants, linear_applies, linear_scores
 from coopetition.analysis.loading import EvalData, load_checkpoint
 from coopetition.analysis.paper import PAPER
 from coopetition.analysis.progress import head_measures
@@ -112,14 +112,16 @@ def copier_variants(n_layers: int, n_heads: int, strengths: tuple[float, ...]) -
 
 
 def evaluator_checks(forward: Intervened, data: EvalData, cache: ActivationCache, strengths: tuple[float, ...],
-                     max_rows: int) -> dict[str, float]:
+                     max_rows: int, linear: bool = False) -> dict[str, float]:
     """The in-context checks of one evaluator (``train``, ``ciwl`` or ``flip``): clean accuracy, the ablation
     checks, and (CIWL only) the copier summary; one batched ``run_variants`` call."""
     cfg = forward.network.cfg
     named = mechanism_variants(cfg.n_layers, cfg.n_heads)
     copiers = copier_variants(cfg.n_layers, cfg.n_heads, strengths) if data.name == "ciwl" else []
     variants = [()] + [v for _, v in named] + [v for _, v in copiers]
-    acc = variant_scores(forward, data, cache, variants, max_rows)["in_context_acc"]
+    # ``linear``: the clamp analysis's own fewer-pass readout (where exact in real arithmetic), so both tables agree
+    score = linear_scores if linear and linear_applies(forward) else variant_scores
+    acc = score(forward, data, cache, variants, max_rows)["in_context_acc"]
     out = {f"final_acc_{data.name}": acc[0]}
     for i, (check, _) in enumerate(named, start=1):
         out[f"{check}_{data.name}"] = acc[i] - acc[0] if check == "l0_direct_effect" else acc[i]
@@ -173,7 +175,7 @@ class ScorecardAnalysis(Analysis):
         for name in (e for e in IN_CONTEXT if e in data):
             _, cache = checkpoint.baseline(data[name])
             measured |= evaluator_checks(self.context.forward, data[name], cache, self.config.clamp_strengths,
-                                         self.config.max_rows)
+                                         self.config.max_rows, linear=not self.config.clamp_exact)
         for name in (e for e in FULL if e in data):
             logits, _ = checkpoint.baseline(data[name])
             measured[f"final_acc_{name}"] = full_accuracy(logits, data[name])
