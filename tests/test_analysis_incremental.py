@@ -50,7 +50,7 @@ def _tables(out: Path) -> dict[str, bytes]:
 
 def _scratch(run: Path, spec: str, out: Path, config: AnalysisConfig = CONFIG) -> dict[str, bytes]:
     result = analyze(run, spec, config, out, progress_bar=False, use_cache=False)
-    assert result.reused == {name: 0 for name in MODEL}
+    assert sum(result.reused.values()) == 0
     return _tables(out)
 
 
@@ -81,6 +81,24 @@ def test_after_zoom_only_the_new_checkpoints_are_computed_and_tables_cover_all(r
     assert _tables(tmp_path / "b") == _scratch(run, "0:", tmp_path / "c")
     # a longer range over the same checkpoints: nothing new
     assert analyze(run, "2:30", CONFIG, tmp_path / "d", progress_bar=False).computed == {n: 0 for n in MODEL}
+
+
+def test_an_analysis_that_reads_the_eval_log_is_recomputed_when_the_log_changes(run, tmp_path):
+    """The scorecard's run-level checks (flip peak, ...) come from eval.csv and its layer-0 reference from the
+    checkpoint nearest the flip peak: both are part of its cache key."""
+    import pandas as pd
+
+    config = AnalysisConfig(analyses=("scorecard", "progress"), n_seqs=16, workers=1)
+    assert analyze(run, "0:", config, tmp_path / "a", progress_bar=False).computed == {"scorecard": 4,
+                                                                                        "progress": 4}
+    log = pd.read_csv(run / "eval.csv")
+    flip = (log["evaluator"] == "flip") & (log["metric"] == "in_context_acc")
+    log.loc[flip, "value"] = 0.1
+    log.loc[flip & (log["step"] == 15), "value"] = 0.9
+    log.to_csv(run / "eval.csv", index=False)
+    again = analyze(run, "0:", config, tmp_path / "b", progress_bar=False)
+    assert again.computed == {"scorecard": 4, "progress": 0}
+    assert _tables(tmp_path / "b") == _scratch(run, "0:", tmp_path / "c", config)
 
 
 def test_damaged_planted_or_foreign_cache_entries_are_recomputed_never_trusted(run, tmp_path):

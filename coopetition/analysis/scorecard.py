@@ -151,6 +151,21 @@ class ScorecardAnalysis(Analysis):
                               "paper vs measured, per checkpoint.")
     tables: ClassVar[dict] = {"scorecard": COLUMNS}
 
+    @classmethod
+    def cache_inputs(cls, run) -> dict:
+        """The eval log (run-level checks; ``zoom`` adds rows) and the checkpoint nearest the flip peak (the layer-0
+        reference): a cached row is reused only while both are the same."""
+        import hashlib
+
+        eval_table = run.eval_table()
+        events = {e["metric"]: e for e in detect_events(eval_table)}
+        reference = None
+        if "icl_peak" in events and run.checkpoints:
+            info = min(run.checkpoints, key=lambda c: abs(c.step - events["icl_peak"]["step"]))
+            reference = [info.step, info.sha256]
+        log = hashlib.sha256(eval_table.to_csv(index=False).encode()).hexdigest()
+        return {"eval_log": log, "reference": reference}
+
     def prepare(self) -> None:
         """Run-level checks from the eval log, and the layer-0 reference: label-token attention at the checkpoint
         nearest the flip peak (loaded into the shared model here; every analysed checkpoint is loaded after)."""
