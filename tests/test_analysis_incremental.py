@@ -17,7 +17,7 @@ import pytest
 from coopetition.analysis.cache import Store
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.fanout import FanOut, chunks
-from coopetition.analysis.runner import analyze
+from coopetition.analysis.runner import analyze as _analyze
 from coopetition.cli import main
 from coopetition.errors import ConfigError
 from coopetition.train.loop import train
@@ -44,13 +44,20 @@ def run(sparse_run, tmp_path):
     return copy
 
 
+def analyze(run: Path, spec: str, config: AnalysisConfig, out: Path, **kwargs):
+    """``analyze`` with one cache per run for the whole test (the default is one beside each output folder)."""
+    if kwargs.get("use_cache", True):
+        kwargs.setdefault("cache_dir", run.parent / "cache")
+    return _analyze(run, spec, config, out, **kwargs)
+
+
 def _tables(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.glob("*.csv"))}
 
 
 def _scratch(run: Path, spec: str, out: Path, config: AnalysisConfig = CONFIG) -> dict[str, bytes]:
     result = analyze(run, spec, config, out, progress_bar=False, use_cache=False)
-    assert result.reused == {name: 0 for name in MODEL}
+    assert sum(result.reused.values()) == 0
     return _tables(out)
 
 
@@ -83,10 +90,28 @@ def test_after_zoom_only_the_new_checkpoints_are_computed_and_tables_cover_all(r
     assert analyze(run, "2:30", CONFIG, tmp_path / "d", progress_bar=False).computed == {n: 0 for n in MODEL}
 
 
+def test_an_analysis_that_reads_the_eval_log_is_recomputed_when_the_log_changes(run, tmp_path):
+    """The scorecard's run-level checks (flip peak, ...) come from eval.csv and its layer-0 reference from the
+    checkpoint nearest the flip peak: both are part of its cache key."""
+    import pandas as pd
+
+    config = AnalysisConfig(analyses=("scorecard", "progress"), n_seqs=16, workers=1)
+    assert analyze(run, "0:", config, tmp_path / "a", progress_bar=False).computed == {"scorecard": 4,
+                                                                                        "progress": 4}
+    log = pd.read_csv(run / "eval.csv")
+    flip = (log["evaluator"] == "flip") & (log["metric"] == "in_context_acc")
+    log.loc[flip, "value"] = 0.1
+    log.loc[flip & (log["step"] == 15), "value"] = 0.9
+    log.to_csv(run / "eval.csv", index=False)
+    again = analyze(run, "0:", config, tmp_path / "b", progress_bar=False)
+    assert again.computed == {"scorecard": 4, "progress": 0}
+    assert _tables(tmp_path / "b") == _scratch(run, "0:", tmp_path / "c", config)
+
+
 def test_damaged_planted_or_foreign_cache_entries_are_recomputed_never_trusted(run, tmp_path):
     analyze(run, "0:", CONFIG, tmp_path / "a", progress_bar=False)
     truth = _tables(tmp_path / "a")
-    entries = sorted((run / "analysis_cache").glob("*/*/*.json"))
+    entries = sorted((run.parent / "cache").glob("*/*/*.json"))
     assert len(entries) == 12
     damage = [
         lambda p: p.write_bytes(p.read_bytes()[:100]),  # truncated
@@ -148,12 +173,18 @@ def test_an_interrupted_analysis_keeps_what_it_finished_and_the_old_folder(run, 
     assert _tables(out) == _scratch(run, "0:", tmp_path / "scratch")
 
 
-def test_no_cache_and_a_cache_dir_elsewhere(run, tmp_path):
+def test_no_cache_the_default_cache_and_a_cache_dir_elsewhere(run, tmp_path):
     analyze(run, "0:", CONFIG, tmp_path / "a", progress_bar=False, use_cache=False)
+    assert not (tmp_path / "a_cache").exists() and not (tmp_path / "cache").exists()
+    # default: beside the output folder (the run untouched when the output is elsewhere) ...
+    result = _analyze(run, "0:", CONFIG, tmp_path / "b", progress_bar=False)
+    assert sum(result.computed.values()) == 12 and len(list((tmp_path / "b_cache").glob("*/*/*.json"))) == 12
     assert not (run / "analysis_cache").exists()
-    result = analyze(run, "0:", CONFIG, tmp_path / "b", progress_bar=False, cache_dir=tmp_path / "cache")
-    assert sum(result.computed.values()) == 12 and len(list((tmp_path / "cache").glob("*/*/*.json"))) == 12
-    assert not (run / "analysis_cache").exists()
+    # ... and RUN/analysis_cache for the default output RUN/analysis
+    assert sum(_analyze(run, "0:", CONFIG, progress_bar=False).computed.values()) == 12
+    assert len(list((run / "analysis_cache").glob("*/*/*.json"))) == 12 and (run / "analysis" / "index.html").exists()
+    result = analyze(run, "0:", CONFIG, tmp_path / "d", progress_bar=False, cache_dir=tmp_path / "elsewhere")
+    assert sum(result.computed.values()) == 12 and len(list((tmp_path / "elsewhere").glob("*/*/*.json"))) == 12
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="analysis cache"):
         analyze(run, "0:", CONFIG, tmp_path / "c", progress_bar=False, cache_dir=tmp_path / "file")
@@ -188,7 +219,7 @@ def test_local_executor_with_three_jobs_gives_the_single_process_tables(run, tmp
     assert main([*argv, "--executor", "local", "--jobs", "3"]) == 0
     assert "computed 12, reused 0" in capsys.readouterr().out
     assert _tables(tmp_path / "fan") == truth
-    logs = run / "analysis_cache" / "jobs"
+    logs = tmp_path / "fan_cache" / "jobs"
     assert len(list(logs.glob("*_submitted.pkl"))) == 3  # three real submitit jobs
 
 

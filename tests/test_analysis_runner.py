@@ -75,7 +75,8 @@ def test_every_figure_and_the_index_are_written(analysed):
 
 def test_worker_processes_give_the_same_tables(tiny_run, analysed, tmp_path):
     config = AnalysisConfig(analyses=("ablation", "patching", "progress", "clamp", "scorecard"), workers=2, **SMALL)
-    parallel = analyze(tiny_run, "0:", config, tmp_path, progress_bar=False)
+    parallel = analyze(tiny_run, "0:", config, tmp_path, progress_bar=False, use_cache=False)  # computed, not read back
+    assert parallel.computed == {name: 3 for name in config.analyses if get(name).needs_model}
     for name in ("ablation", "patching", "progress", "progress_attention", "clamp", "scorecard"):
         assert pd.read_csv(parallel.tables[name]).equals(pd.read_csv(analysed.tables[name])), name
 

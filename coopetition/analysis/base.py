@@ -121,6 +121,13 @@ class Analysis:
     def prepare(self) -> None:
         pass
 
+    @classmethod
+    def cache_inputs(cls, run: LoadedRun) -> Any:
+        """What this analysis's rows for a checkpoint depend on besides that checkpoint and the analysis settings
+        (JSON-able; part of its cache key, ``analysis/cache.py``): e.g. the run's eval log, or another checkpoint
+        that ``prepare`` reads. None: nothing."""
+        return None
+
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
         """``{table: rows}`` for one checkpoint, rows without ``step``/``sequences`` (the runner adds them)."""
         return {}

@@ -4,7 +4,8 @@ One entry is one analysis's rows for one checkpoint under one set of settings, a
 
     CACHE/<analysis>/<settings key>/<checkpoint sha256>.json
 
-(default ``CACHE`` = ``RUN/analysis_cache``). The checkpoint is named by the sha256 the run's manifest recorded for
+(default ``CACHE`` = ``OUT_cache`` beside the output folder: ``RUN/analysis_cache`` for the default output
+``RUN/analysis``; an analysis written outside the run leaves the run untouched). The checkpoint is named by the sha256 the run's manifest recorded for
 its file (checked against the file when the run was opened), so a checkpoint rewritten under the same step is a
 new entry. The settings key hashes everything that can change an analysis's numbers: the analysis config (every
 field except the ones that only say how the work is spread: ``analyses``, ``threads``, ``workers``), the

@@ -90,7 +90,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help=f"resample permutation and probe data (default: {d.seed})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = p.add_argument_group("cache and fan-out (results are cached per checkpoint; see docs/analyze.md)")
-    c.add_argument("--cache-dir", type=Path, help="per-checkpoint result cache (default: RUN/analysis_cache)")
+    c.add_argument("--cache-dir", type=Path, help="per-checkpoint result cache (default: OUT_cache beside the output folder, "
+                        "RUN/analysis_cache for the default --out)")
     c.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     c.add_argument("--executor", choices=EXECUTORS,
                    help="run the checkpoints still to compute as submitit jobs: local processes or Slurm "

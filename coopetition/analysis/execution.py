@@ -77,7 +77,8 @@ def cache_keys(context: Context, model: list) -> dict[str, str]:
     identity = run_identity([i.spec for i in run.config.interventions],
                             [dict(e) for e in RunReader(run.path).sources()])
     config = context.config.to_dict()
-    return {a.name: settings_key(a.name, config, context.evaluators, identity) for a in model}
+    return {a.name: settings_key(a.name, config, context.evaluators, {**identity, "inputs": a.cache_inputs(run)})
+            for a in model}
 
 
 def sha256_of(info: CheckpointInfo) -> str:

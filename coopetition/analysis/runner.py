@@ -10,7 +10,7 @@ With ``config.workers`` > 1 the checkpoints are spread over worker processes (``
 same per-checkpoint code; rows are merged in step order. With a ``FanOut`` (``fanout.py``) they become submitit jobs
 (local processes or Slurm), which write their results into the cache for this process to merge.
 
-Results are cached per checkpoint and analysis (``cache.py``, default ``RUN/analysis_cache``): a checkpoint whose
+Results are cached per checkpoint and analysis (``cache.py``, default ``OUT_cache`` beside the output folder): a checkpoint whose
 entry exists under the same settings is read back, not recomputed, so a repeated ``analyze`` or one after ``zoom``
 computes only what is new, and the tables (built from the entries in step order) equal a from-scratch analysis.
 """
@@ -84,7 +84,8 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
     """Run ``config.analyses`` on the checkpoints ``spec`` selects; write tables, figures, ``analysis.json`` and
     ``index.html``.
 
-    Per-checkpoint results are read from and written to the cache (``cache_dir``, default ``RUN/analysis_cache``;
+    Per-checkpoint results are read from and written to the cache (``cache_dir``, default ``OUT_cache`` beside the
+    output folder, i.e. ``RUN/analysis_cache`` for the default output;
     ``use_cache=False``: neither). ``fan_out``: run the checkpoints still to compute as submitit jobs (needs the
     cache, through which the jobs hand their results back).
 
@@ -114,7 +115,7 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
             warnings.warn(note, SelectionWarning, stacklevel=2)
         out = Path(out_dir) if out_dir is not None else Path(run_dir) / "analysis"
         _check_replaceable(out)
-        store = _open_store(Path(run_dir), cache_dir, use_cache, fan_out)
+        store = _open_store(out, cache_dir, use_cache, fan_out)
         rows: dict[str, list[dict]] = defaultdict(list)
         for analysis in plain:
             assert eval_log is not None
@@ -145,9 +146,10 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
                           computed, reused)
 
 
-def _open_store(run_dir: Path, cache_dir: Path | None, use_cache: bool, fan_out) -> Store | None:
-    """The cache folder, created now; a run folder that cannot hold it (read-only) means no cache, with a warning,
-    unless jobs must hand their results back through it."""
+def _open_store(out: Path, cache_dir: Path | None, use_cache: bool, fan_out) -> Store | None:
+    """The cache folder: ``cache_dir``, or ``OUT_cache`` beside the output folder (``RUN/analysis_cache`` for the
+    default output, so an analysis written elsewhere leaves the run untouched). A folder that cannot hold it
+    (read-only) means no cache, with a warning, unless jobs must hand their results back through it."""
     if not use_cache:
         if fan_out is not None:
             raise ConfigError("--executor needs the analysis cache (the jobs hand their results back through it); "
@@ -155,7 +157,7 @@ def _open_store(run_dir: Path, cache_dir: Path | None, use_cache: bool, fan_out)
         return None
     import os
 
-    root = Path(cache_dir) if cache_dir is not None else run_dir / "analysis_cache"
+    root = Path(cache_dir) if cache_dir is not None else out.parent / f"{out.name}_cache"
     # created on the first write (a refused request writes nothing); here only checked
     existing = next((p for p in (root, *root.parents) if p.exists()), None)
     problem = None

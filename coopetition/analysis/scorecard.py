@@ -30,7 +30,7 @@ from torch import Tensor
 
 from coopetition.analysis.ablation import ablation_variants, variant_scores
 from coopetition.analysis.base import Analysis, Checkpoint
-from coopetition.analysis.clamp import clamp_variants
+from coopetition.analysis.clamp import clamp_variants, linear_applies, linear_scores
 from coopetition.analysis.loading import EvalData, load_checkpoint
 from coopetition.analysis.paper import PAPER
 from coopetition.analysis.progress import head_measures
@@ -112,14 +112,16 @@ def copier_variants(n_layers: int, n_heads: int, strengths: tuple[float, ...]) -
 
 
 def evaluator_checks(forward: Intervened, data: EvalData, cache: ActivationCache, strengths: tuple[float, ...],
-                     max_rows: int) -> dict[str, float]:
+                     max_rows: int, linear: bool = False) -> dict[str, float]:
     """The in-context checks of one evaluator (``train``, ``ciwl`` or ``flip``): clean accuracy, the ablation
     checks, and (CIWL only) the copier summary; one batched ``run_variants`` call."""
     cfg = forward.network.cfg
     named = mechanism_variants(cfg.n_layers, cfg.n_heads)
     copiers = copier_variants(cfg.n_layers, cfg.n_heads, strengths) if data.name == "ciwl" else []
     variants = [()] + [v for _, v in named] + [v for _, v in copiers]
-    acc = variant_scores(forward, data, cache, variants, max_rows)["in_context_acc"]
+    # ``linear``: the clamp analysis's own fewer-pass readout (where exact in real arithmetic), so both tables agree
+    score = linear_scores if linear and linear_applies(forward) else variant_scores
+    acc = score(forward, data, cache, variants, max_rows)["in_context_acc"]
     out = {f"final_acc_{data.name}": acc[0]}
     for i, (check, _) in enumerate(named, start=1):
         out[f"{check}_{data.name}"] = acc[i] - acc[0] if check == "l0_direct_effect" else acc[i]
@@ -149,6 +151,21 @@ class ScorecardAnalysis(Analysis):
                               "paper vs measured, per checkpoint.")
     tables: ClassVar[dict] = {"scorecard": COLUMNS}
 
+    @classmethod
+    def cache_inputs(cls, run) -> dict:
+        """The eval log (run-level checks; ``zoom`` adds rows) and the checkpoint nearest the flip peak (the layer-0
+        reference): a cached row is reused only while both are the same."""
+        import hashlib
+
+        eval_table = run.eval_table()
+        events = {e["metric"]: e for e in detect_events(eval_table)}
+        reference = None
+        if "icl_peak" in events and run.checkpoints:
+            info = min(run.checkpoints, key=lambda c: abs(c.step - events["icl_peak"]["step"]))
+            reference = [info.step, info.sha256]
+        log = hashlib.sha256(eval_table.to_csv(index=False).encode()).hexdigest()
+        return {"eval_log": log, "reference": reference}
+
     def prepare(self) -> None:
         """Run-level checks from the eval log, and the layer-0 reference: label-token attention at the checkpoint
         nearest the flip peak (loaded into the shared model here; every analysed checkpoint is loaded after)."""
@@ -173,7 +190,7 @@ class ScorecardAnalysis(Analysis):
         for name in (e for e in IN_CONTEXT if e in data):
             _, cache = checkpoint.baseline(data[name])
             measured |= evaluator_checks(self.context.forward, data[name], cache, self.config.clamp_strengths,
-                                         self.config.max_rows)
+                                         self.config.max_rows, linear=not self.config.clamp_exact)
         for name in (e for e in FULL if e in data):
             logits, _ = checkpoint.baseline(data[name])
             measured[f"final_acc_{name}"] = full_accuracy(logits, data[name])
