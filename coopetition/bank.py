@@ -107,6 +107,9 @@ class BankConfig:
             if self.is_family and self.modes > 1:
                 raise ConfigError("bank.modes is for the cluster bank; a family bank (bank.siblings, bank.transforms, "
                                   "bank.rectify) varies its exemplars by bank.transforms instead")
+            if self.is_family and self.transforms * self.dim**2 > MAX_SYNTHETIC:
+                raise ConfigError(f"a family bank's {self.transforms} transforms of {self.dim} x {self.dim} exceed "
+                                  f"{MAX_SYNTHETIC:.0e} floats; use a smaller bank.dim")
             if self.layout == "described" and self.is_family and self.siblings != self.transforms:
                 raise ConfigError(f"bank.layout 'described' makes each sibling one transform: bank.siblings "
                                   f"({self.siblings}) must equal bank.transforms ({self.transforms})")

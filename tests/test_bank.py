@@ -122,7 +122,7 @@ def test_family_bank_described_layout_makes_each_sibling_one_transform():
     ("siblings", 0, "bank.siblings"), ("transforms", 65, "bank.transforms"),
     ("transform_share", 1.5, "bank.transform_share"), ("drawing_noise", -1.0, "bank.drawing_noise"),
     ("layout", "rows", "bank.layout"), ("modes", 2, "bank.modes is for the cluster bank"),
-    ("transforms", 4, "must equal bank.transforms")])
+    ("transforms", 4, "must equal bank.transforms"), ("dim", 10**5, "smaller bank.dim")])
 def test_bad_family_settings_are_config_errors(field, value, match):
     base = dict(classes=16, exemplars=8, dim=4, siblings=8, transforms=8, layout="described")
     with pytest.raises(ConfigError, match=match):
