@@ -10,7 +10,7 @@
 - ``label_to_prev`` / ``label_to_self``: raw attention from each label token to its exemplar and to itself
   (C25 appendix: layer-0 heads switch from the first, which builds ICL, to the second, which suits CIWL).
 - ``dla``: direct logit attribution of the head's output at the query to the correct label: the head output,
-  centred and divided by the final LayerNorm scale (``ActivationCache.stack_head_results(apply_ln=True)``), dotted
+  centred and divided by the final LayerNorm scale (``ActivationCache.apply_ln_to_stack``), dotted
   with (u_target - mean u_other) where u are the LN-weight-folded unembedding columns (``folded_unembed``) of the
   target and of the other distinct context labels.
 - ``dla`` at layer -1, head -1: the same for the embeddings at the query (the direct in-weights path).
@@ -81,14 +81,12 @@ def head_measures(model: ICLTransformer, data: EvalData,
     out["label_to_prev"] = patterns[:, :, :, label_pos, label_pos - 1].mean(dim=(0, 3))
     out["label_to_self"] = patterns[:, :, :, label_pos, label_pos].mean(dim=(0, 3))
 
-    # Each head's output at the query, centred and divided by the final LayerNorm's scale there: [(layer head), n, d].
-    # On a private view of the cache: stack_head_results stores the per-head results it computes in the cache.
-    from coopetition.model import slice_cache
-
-    view = slice_cache(cache, data.n)
-    if hook_name("result", 0) not in view.keys():
-        view.compute_head_results()  # z @ W_O per head (stack_head_results would log a line doing it)
-    heads = view.stack_head_results(layer=-1, pos_slice=query, apply_ln=True)
+    # Each head's output at the query (the adapter's z @ W_O), centred and divided by the final LayerNorm's scale there
+    # (ActivationCache.apply_ln_to_stack): [(layer head), n, d]. Not stack_head_results: it stores results in the
+    # shared cache and logs a line about it, differently on each TransformerLens line.
+    outputs = [model.head_outputs(l, cache[hook_name("z", l)][:, query]) for l in range(n_layers)]  # [n, head, d]
+    stacked = torch.stack(outputs).transpose(1, 2).flatten(0, 1)  # [(layer head), n, d]
+    heads = cache.apply_ln_to_stack(stacked, layer=-1, pos_slice=query)
     out["dla"] = torch.einsum("cnd,nd->cn", heads, direction).mean(1).reshape(n_layers, n_heads)
     copy = []
     for l in range(n_layers):
