@@ -294,6 +294,9 @@ def _drop_legacy_buffers(module: nn.Module, state_dict: Mapping[str, Tensor], pr
 
 def build_model(config: ModelConfig, input_dim: int, n_labels: int, n_outputs: int, init_seed: int,
                 device: str | torch.device = "cpu") -> ICLTransformer:
+    """A freshly initialised, *untrained* network (seeded by ``init_seed``), as training starts from. To analyse a
+    trained run, open it instead: ``coopetition.Run.open(path).network_at(step)`` loads that step's weights with the
+    run's own interventions (or ``store.run.load_checkpoint`` into a network built here)."""
     return ICLTransformer(config, input_dim, n_labels, n_outputs, init_seed, device)
 
 
