@@ -4,6 +4,7 @@ stderr and exit code 2 (``CoopetitionError``), never a traceback."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import warnings
@@ -44,14 +45,49 @@ def one_line(message: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Every subcommand: its one-line help for the top-level listing, and where its full parser is built. The full parser
+# of a subcommand imports what its help and checks need (the intervention and analysis registries, hence torch); only
+# the subcommand being run gets one, so ``coopetition --help`` and a mistake in one subcommand never pay for the
+# others. tests/test_cli.py checks that each line here equals the help its builder gives.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train a model with dense checkpoints and the strategy evaluators", "coopetition.cli:add_train_parser"),
+    "presets": ("list the named configs", "coopetition.cli:add_presets_parser"),
+    "analyze": ("dissect a run across checkpoints (ablation, patching, clamping, ...)",
+                "coopetition.analysis.cli:add_parser"),
+    "bank": ("build an image bank (Omniglot features, rendered glyphs) or inspect any bank",
+             "coopetition.images.cli:add_parser"),
+    "sweep": ("run a grid of trainings through submitit (local or Slurm), aggregate", "coopetition.sweep.cli:add_parser"),
+    "toy": ("minimal mathematical models of strategy coopetition (C25) and IH24", "coopetition.toy.cli:add_parser"),
+    "zoom": ("re-train a window of a run to add dense checkpoints and eval rows", "coopetition.zoom.cli:add_parser"),
+}
+
+
+def build_parser(command: str | None = None, *, lazy: bool = False) -> argparse.ArgumentParser:
+    """The ``coopetition`` parser. By default every subcommand's full parser is built (for tests and docs). With
+    ``lazy=True`` only ``command``'s is (``None``: none), the others are placeholders with their one-line help,
+    which is all the top-level ``--help`` and an unknown-command error show."""
     parser = OneLineParser(prog="coopetition", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    for name, (help_line, builder) in COMMANDS.items():
+        if lazy and name != command:
+            sub.add_parser(name, help=help_line)
+            continue
+        module, function = builder.split(":")
+        getattr(importlib.import_module(module), function)(sub)
+    return parser
 
+
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is not an option (the top level has only ``--help``)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
+def add_train_parser(sub) -> None:
     from coopetition.interventions import cli as intervention_cli
     from coopetition.presets import DEFAULT_PRESET
 
-    train = sub.add_parser("train", help="train a model with dense checkpoints and the strategy evaluators",
+    train = sub.add_parser("train", help=COMMANDS["train"][0],
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog=f"interventions (--intervene):\n{intervention_cli.registry_help()}")
     train.add_argument("--run-dir", type=Path, help="where the run is written (required unless --resume RUN)")
@@ -71,22 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     intervention_cli.add_train_arguments(train)
     train.set_defaults(func=run_train)
 
-    presets = sub.add_parser("presets", help="list the named configs")
+
+def add_presets_parser(sub) -> None:
+    presets = sub.add_parser("presets", help=COMMANDS["presets"][0])
     presets.add_argument("--show", metavar="NAME", help="print one preset's full config as JSON")
     presets.set_defaults(func=run_presets)
-
-    from coopetition.analysis import cli as analysis_cli
-    from coopetition.images import cli as images_cli
-    from coopetition.sweep import cli as sweep_cli
-    from coopetition.toy import cli as toy_cli
-    from coopetition.zoom import cli as zoom_cli
-
-    analysis_cli.add_parser(sub)
-    images_cli.add_parser(sub)
-    sweep_cli.add_parser(sub)
-    toy_cli.add_parser(sub)
-    zoom_cli.add_parser(sub)
-    return parser
 
 
 def resolve_config(args: argparse.Namespace):
@@ -198,7 +223,8 @@ def _one_line_warnings(show):
 
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(command_of(argv), lazy=True)
     args = parser.parse_args(argv)
     show = warnings.showwarning
     warnings.showwarning = _one_line_warnings(show)

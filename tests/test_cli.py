@@ -1,12 +1,14 @@
 """Bad input: one line on stderr, exit code 2, nothing written."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from coopetition.cli import main
+from coopetition.cli import build_parser, main
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -63,3 +65,29 @@ def test_console_entry_point_reports_usage_errors_in_one_line():
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--run-dir" in proc.stderr
     assert "Warning" not in proc.stderr
+
+
+def test_top_level_listing_matches_each_subcommands_own_help():
+    """The static one-line help that ``coopetition --help`` shows is the help each subcommand's builder gives."""
+    from coopetition.cli import COMMANDS
+
+    full = build_parser()._subparsers._group_actions[0]
+    lazy = build_parser(lazy=True)._subparsers._group_actions[0]
+    shown = {a.dest: a.help for a in full._choices_actions}
+    assert list(full.choices) == list(lazy.choices) == list(COMMANDS)
+    assert shown == {a.dest: a.help for a in lazy._choices_actions} == {n: h for n, (h, _) in COMMANDS.items()}
+
+
+def _light(code: str) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a fresh interpreter and prints the heavy packages it imported."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in ('torch', 'pandas', 'transformer_lens') if m in sys.modules))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+
+
+def test_top_level_help_and_an_unknown_command_import_neither_torch_nor_pandas():
+    for argv, code in ((["--help"], 0), (["bogus"], 2), ([], 2)):
+        result = _light(f"from coopetition.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit as e:\n"
+                        f"    assert e.code == {code}, e.code")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == "[]", (argv, result.stdout[-300:])
