@@ -15,15 +15,18 @@ import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from jaxtyping import Float
 from safetensors import SafetensorError
-from torch import Tensor
 
 from coopetition.bounded import TensorLayout, open_regular, read_bytes, read_safetensors
 from coopetition.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import torch
+    from jaxtyping import Float
+    from torch import Tensor
 
 SYNTHETIC = "synthetic"
 DEFAULT_H5_DATASET = "resnet18/224/feat"
@@ -197,6 +200,7 @@ def synthetic_features(classes: int, exemplars: int, dim: int, within_class_nois
     own ``q ~ N(0, I)`` (in the same subspace under ``prototype_rank``). A class that is a union of unrelated
     clusters cannot be read out by one linear map, which is what the direct embedding -> unembedding path is; M = 1
     draws exactly the same bank as before the option existed."""
+    import torch
     gen = torch.Generator().manual_seed(seed)
     if prototype_rank is None:
         prototypes = torch.randn(classes, 1, dim, generator=gen)
@@ -240,6 +244,7 @@ def family_features(classes: int, exemplars: int, dim: int, seed: int, *, siblin
 
     The array is scaled so that each vector has mean square norm ``dim``. Draw order: prototypes, drawings, image
     noise, m, transforms."""
+    import torch
     gen = torch.Generator().manual_seed(seed)
     n_chars = -(-classes // siblings)
     per_char = siblings * exemplars
@@ -327,6 +332,7 @@ def _read_array(path: Path, config: BankConfig, expected_shape: tuple[int, ...] 
     regular file (no FIFO or device) with an allowed suffix, opened through ``bounded``; its shape and dtype are read
     from its header and checked (numeric, at most ``MAX_SYNTHETIC`` values, ``expected_shape`` when the run recorded
     one) before the data is read. Its fingerprint is checked by the caller that knows the recorded one."""
+    import torch
     text = str(path)
     if not (text.isprintable() and path.name):
         raise DataError(f"bank.source {text!r} is not a usable file name")
@@ -431,6 +437,7 @@ def _read_h5(path: Path, dataset: str, check) -> np.ndarray:
 
 
 def _check_features(features: Tensor, source: str) -> None:
+    import torch
     if features.ndim != 3:
         raise DataError(f"exemplar bank {source} must be [classes, exemplars, dim], got shape {tuple(features.shape)}")
     if features.shape[0] < 3 or features.shape[1] < 1 or features.shape[2] < 1:

@@ -139,8 +139,6 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from coopetition.train.loop import resume_config, train
-
     if isinstance(args.resume, str):  # --resume RUN
         if args.run_dir is not None and args.run_dir != Path(args.resume):
             raise ConfigError(f"--resume {args.resume} and --run-dir {args.run_dir} name different runs")
@@ -149,13 +147,17 @@ def run_train(args: argparse.Namespace) -> int:
         raise ConfigError("the following arguments are required: --run-dir (or --resume RUN)")
     if args.resume:
         settings = _run_time_settings(args)  # a result-changing flag is refused before the run is read
+        from coopetition.train.loop import resume_config
+
         config = resume_config(args.run_dir)
         if settings:
             from dataclasses import replace
 
             config = replace(config, train=replace(config.train, **settings))
     else:
-        config = resolve_config(args)
+        config = resolve_config(args)  # a config mistake is reported before the training code (torch) is imported
+    from coopetition.train.loop import train
+
     result = train(config, args.run_dir, overwrite=args.overwrite, resume=args.resume,
                    progress=not args.no_progress)
     if args.resume and result.start_step == result.steps:

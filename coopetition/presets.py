@@ -1,4 +1,5 @@
-"""Named run configs. Each is a ``RunConfig`` instance; ``coopetition presets`` lists them with their summaries.
+"""Named run configs. Each is a ``RunConfig`` (built on first use: see ``PRESETS``); ``coopetition presets`` lists
+them with their summaries.
 
 Paper mapping (C25 = Singh et al. 2025, IH24 = Singh et al. 2024): ``c25`` is the main run's settings; its data is
 the synthetic bank unless ``--bank omniglot_features_reordered.h5`` (the reference's ResNet-18 Omniglot features, which
@@ -10,14 +11,16 @@ get the reference's 12800/0/184 class split by default) is given. ``quick`` is a
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import replace
+from functools import cache
 
 from coopetition.bank import BankConfig
 from coopetition.config import RunConfig
 from coopetition.errors import ConfigError
 from coopetition.model.config import ModelConfig
 from coopetition.task.config import TaskConfig
-from coopetition.task.evaluators import IH24_FEWSHOT, EvalConfig
+from coopetition.task.evaluators import EvalConfig, ih24_fewshot
 from coopetition.task.sequence import SequenceSpec
 from coopetition.train.config import SeedConfig, TrainConfig
 
@@ -63,48 +66,57 @@ TWELVE_LAYER = RunConfig(
 )
 
 
-IH24 = RunConfig(  # ih_paper_runs.sh, "main" run (omniglot50_rl5)
-    bank=BankConfig(classes=1623, exemplars=5, dim=512, class_split=(50, 1473, 100), exemplar_split=(1, 4, 0)),
-    task=TaskConfig(mixture=(IH24_FEWSHOT,)),
-    model=ModelConfig(n_layers=2, d_model=64, n_heads=8, positional="rotary"),
-    train=TrainConfig(steps=31_250, batch_size=32, lr=1e-5, checkpoint_schedule="every:1kseq",
-                      eval_schedule="every:5kseq", device="cpu"),
-    eval=EvalConfig(suite="ih24"),
-    seeds=SeedConfig(init=5, train=0, eval=1),
-    preset="ih24",
-)
+def _ih24() -> RunConfig:
+    """ih_paper_runs.sh, "main" run (omniglot50_rl5). Built on first use: its label-pair split is drawn (torch)."""
+    return RunConfig(
+        bank=BankConfig(classes=1623, exemplars=5, dim=512, class_split=(50, 1473, 100), exemplar_split=(1, 4, 0)),
+        task=TaskConfig(mixture=(ih24_fewshot(),)),
+        model=ModelConfig(n_layers=2, d_model=64, n_heads=8, positional="rotary"),
+        train=TrainConfig(steps=31_250, batch_size=32, lr=1e-5, checkpoint_schedule="every:1kseq",
+                          eval_schedule="every:5kseq", device="cpu"),
+        eval=EvalConfig(suite="ih24"),
+        seeds=SeedConfig(init=5, train=0, eval=1),
+        preset="ih24",
+    )
 
 
 def _with_task(base: RunConfig, name: str, spec: SequenceSpec) -> RunConfig:
     return replace(base, task=replace(base.task, mixture=(spec,)), preset=name)
 
 
-PRESETS: dict[str, tuple[RunConfig, str]] = {
-    "quick": (QUICK, "CPU-scale main run on the synthetic bank: ICL emerges, then gives way to CIWL (<= 15 min, 2 cores)"),
-    "quick-b256": (QUICK_B256, "the README default: quick at batch 256, within-class noise 0.5, 20k steps (~15 min on "
-                               "2 cores): ICL, then CIWL, in 9 of 10 seed pairs (docs/quick_search.md)"),
-    "c25": (C25, "C25 main run's settings (2L attn-only APE, ctx 2 B 1, Adam 1e-5, bs 32, 64M seqs; GPU) on the "
-                 "synthetic 12800 x 20 x 512 bank unless --bank is given; the paper's data: "
-                 "--bank omniglot_features_reordered.h5 (needs pip install 'coopetition[hdf5]')"),
-    "ciwl-only": (_with_task(QUICK, "ciwl-only", C25_CIWL_ONLY),
+# name -> (builder, summary). Builders, not instances, so that importing this module (the CLI's parser does) validates
+# no config whose check needs torch; ``get_preset`` builds each once.
+PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
+    "quick": (lambda: QUICK,
+              "CPU-scale main run on the synthetic bank: ICL emerges, then gives way to CIWL (<= 15 min, 2 cores)"),
+    "quick-b256": (lambda: QUICK_B256,
+                   "the README default: quick at batch 256, within-class noise 0.5, 20k steps (~15 min on "
+                   "2 cores): ICL, then CIWL, in 9 of 10 seed pairs (docs/quick_search.md)"),
+    "c25": (lambda: C25,
+            "C25 main run's settings (2L attn-only APE, ctx 2 B 1, Adam 1e-5, bs 32, 64M seqs; GPU) on the "
+            "synthetic 12800 x 20 x 512 bank unless --bank is given; the paper's data: "
+            "--bank omniglot_features_reordered.h5 (needs pip install 'coopetition[hdf5]')"),
+    "ciwl-only": (lambda: _with_task(QUICK, "ciwl-only", C25_CIWL_ONLY),
                   "quick with C25's CIWL-only data (no query-class exemplar; one label set to the query's)"),
-    "icl-only": (_with_task(QUICK, "icl-only", replace(C25_BURSTY, relabel="fewshot", fewshot_labels=12800)),
+    "icl-only": (lambda: _with_task(QUICK, "icl-only", replace(C25_BURSTY, relabel="fewshot", fewshot_labels=12800)),
                  "quick with C25's ICL-only data (a random label pair per sequence)"),
-    "mq": (_with_task(QUICK, "mq", replace(C25_BURSTY, match_exemplars=True)),
+    "mq": (lambda: _with_task(QUICK, "mq", replace(C25_BURSTY, match_exemplars=True)),
            "quick with matching exemplars (query = its in-context exemplar): persistent ICL"),
-    "12l": (TWELVE_LAYER, "C25/T23 12-layer run: ctx 8 B 3, MLP x4, sinusoidal T=30, Adam 3e-4, 400M seqs (GPU)"),
-    "ih24": (IH24, "IH24 main run: 2L attn-only RoPE, 50 classes x 1 exemplar, 5 labels (pairs 8 train / 2 val), "
-                   "Adam 1e-5, bs 32, 1M seqs; synthetic 1623 x 5 x 512 bank unless --bank is given (the paper's: "
-                   "--bank omniglot_resnet18_randomized_order_s0.h5)"),
+    "12l": (lambda: TWELVE_LAYER,
+            "C25/T23 12-layer run: ctx 8 B 3, MLP x4, sinusoidal T=30, Adam 3e-4, 400M seqs (GPU)"),
+    "ih24": (_ih24, "IH24 main run: 2L attn-only RoPE, 50 classes x 1 exemplar, 5 labels (pairs 8 train / 2 val), "
+                    "Adam 1e-5, bs 32, 1M seqs; synthetic 1623 x 5 x 512 bank unless --bank is given (the paper's: "
+                    "--bank omniglot_resnet18_randomized_order_s0.h5)"),
 }
 
 
 DEFAULT_PRESET = "quick-b256"  # `coopetition train` without --preset (and under --config), as in the README
 
 
+@cache
 def get_preset(name: str) -> RunConfig:
     if name not in PRESETS:
         near = difflib.get_close_matches(name, PRESETS, n=1, cutoff=0.5)
         hint = f"did you mean {near[0]!r}? " if near else ""
         raise ConfigError(f"unknown preset {name!r}; {hint}choose from {', '.join(PRESETS)}")
-    return PRESETS[name][0]
+    return PRESETS[name][0]()

@@ -91,3 +91,24 @@ def test_top_level_help_and_an_unknown_command_import_neither_torch_nor_pandas()
                         f"    assert e.code == {code}, e.code")
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines()[-1] == "[]", (argv, result.stdout[-300:])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--help"], None),
+    (["train", "--steps", "-3", "--run-dir", "/nonexistent/r"], "train.steps"),
+    (["train", "--preset", "zzz", "--run-dir", "/nonexistent/r"], "unknown preset"),
+    (["train", "--intervene", "ablate:x", "--run-dir", "/nonexistent/r"], "ablate"),
+    (["presets"], None),
+])
+def test_train_help_and_config_mistakes_are_answered_without_torch(argv, message):
+    """Parsing and validating a run config needs no torch: the registries and configs import it only to compute."""
+    result = _light(f"import contextlib, io, sys\nfrom coopetition.cli import main\nerr = io.StringIO()\n"
+                    f"with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):\n"
+                    f"    try:\n        code = main({argv!r})\n    except SystemExit as e:\n        code = e.code\n"
+                    f"print(code, repr(err.getvalue()))")
+    assert result.returncode == 0, result.stderr
+    status, heavy = result.stdout.splitlines()[-2:]
+    assert heavy == "[]", (argv, status)
+    code, err = status.split(" ", 1)
+    assert code == ("0" if message is None else "2"), status
+    assert message is None or message in err, status

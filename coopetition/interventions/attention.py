@@ -9,10 +9,7 @@ key gets ``-inf`` and the softmax renormalises over what is left; pattern edits 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, ClassVar
 
 from coopetition.errors import ConfigError
 from coopetition.interventions.base import (HeadRef, HeadsAndNumberIntervention, HeadsIntervention, Hook, Inputs,
@@ -21,11 +18,16 @@ from coopetition.interventions.base import (HeadRef, HeadsAndNumberIntervention,
 from coopetition.model.config import ModelConfig
 from coopetition.model.sites import hook_name, residual_entering
 
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
 PRESERVABLE = ("patterns", "queries", "keys", "values")
 ABLATIONS = ("zero", "mean", "resample")
 
 
 def head_mask(heads: list[int], n_heads: int, device: torch.device) -> Tensor:
+    import torch
     mask = torch.zeros(n_heads, dtype=torch.bool, device=device)
     mask[heads] = True
     return mask
@@ -45,6 +47,7 @@ def mask_scores(heads: tuple[HeadRef, ...], model: ModelConfig, keys_barred) -> 
 
 
 def label_rows(n_pos: int, device: torch.device) -> Tensor:
+    import torch
     rows = torch.zeros(n_pos, dtype=torch.bool, device=device)
     rows[1::2] = True  # label tokens sit at odd positions
     return rows
@@ -86,6 +89,7 @@ class Ablate(Intervention):
         return [hook_name("z", layer) for layer in heads_by_layer(self.heads, model.n_heads)]
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
+        import torch
         hooks = []
         for layer, layer_heads in heads_by_layer(self.heads, model.n_heads).items():
             name = hook_name("z", layer)
@@ -246,6 +250,7 @@ class AblateEmbedding(Intervention):
         return cls()
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
+        import torch
         return [(hook_name("embed"), lambda x, hook: torch.zeros_like(x))]
 
 
@@ -263,6 +268,7 @@ class Temperature(HeadsAndNumberIntervention):
     temperature: float
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
+        import torch
         hooks = []
         for layer, layer_heads in heads_by_layer(self.heads, model.n_heads).items():
             def fn(scores: Tensor, hook, layer_heads=layer_heads) -> Tensor:
@@ -299,6 +305,7 @@ class NoPrevToken(Intervention):
         check_heads(self.heads, model)
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
+        import torch
         def barred(n_pos: int, device: torch.device) -> Tensor:
             prev = torch.diag(torch.ones(n_pos - 1, dtype=torch.bool, device=device), diagonal=-1)
             return prev & label_rows(n_pos, device)[:, None] if self.labels_only else prev
@@ -315,6 +322,7 @@ class Silence(HeadsIntervention):
     summary: ClassVar[str] = "the heads may attend from the query to label tokens only"
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
+        import torch
         def barred(n_pos: int, device: torch.device) -> Tensor:
             mask = torch.zeros(n_pos, n_pos, dtype=torch.bool, device=device)
             mask[-1] = ~label_rows(n_pos, device)

@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
-
-from jaxtyping import Float, Int
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from coopetition.errors import ConfigError
 from coopetition.model.config import ModelConfig
 from coopetition.model.sites import hook_block  # noqa: F401  (re-exported: engine, graft)
+
+if TYPE_CHECKING:
+    from jaxtyping import Float, Int
+    from torch import Tensor
 
 Hook = tuple[str, Callable[..., Any]]
 HeadRef = tuple[int, int | None]  # (layer, head); head None = every head of the layer

@@ -9,12 +9,7 @@ Clamped entries are constants, so no gradient flows into the clamped heads' quer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
-
-import torch
-import torch.nn.functional as F
-from jaxtyping import Float
-from torch import Tensor
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 from coopetition.errors import ConfigError
 from coopetition.interventions.attention import head_mask, label_rows
@@ -24,11 +19,18 @@ from coopetition.interventions.base import (HeadRef, HeadsAndNumberIntervention,
 from coopetition.model.config import ModelConfig
 from coopetition.model.sites import hook_name
 
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+    from jaxtyping import Float
+    from torch import Tensor
+
 # (batch, n_pos, device, dtype) -> (rows [q] bool, pattern [batch or 1, q, k]) to write into those rows
-PatternFn = Callable[[int, int, torch.device, torch.dtype], tuple[Tensor, Tensor]]
+PatternFn = Callable[[int, int, "torch.device", "torch.dtype"], tuple["Tensor", "Tensor"]]
 
 
 def clamp_pattern(heads: tuple[HeadRef, ...], model: ModelConfig, new_pattern: PatternFn) -> list[Hook]:
+    import torch
     hooks = []
     for layer, layer_heads in heads_by_layer(heads, model.n_heads).items():
         def fn(pattern: Tensor, hook, layer_heads=layer_heads) -> Tensor:  # [batch, head, q, k]
@@ -42,6 +44,7 @@ def clamp_pattern(heads: tuple[HeadRef, ...], model: ModelConfig, new_pattern: P
 
 def query_row(weights: Float[Tensor, "batch ctx"], dtype: torch.dtype) -> PatternFn:
     """A pattern whose query row puts ``weights[:, i]`` on label token ``2i+1``."""
+    import torch
     def new_pattern(batch: int, n_pos: int, device: torch.device, _dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         rows = torch.zeros(n_pos, dtype=torch.bool, device=device)
         rows[-1] = True
@@ -54,6 +57,7 @@ def query_row(weights: Float[Tensor, "batch ctx"], dtype: torch.dtype) -> Patter
 def induction_weights(context_labels: Tensor, target: Tensor, strength: float) -> Tensor:
     """``strength`` shared by the label tokens equal to the target, ``1 - strength`` by the others; if one group is
     empty its share goes to the other."""
+    import torch
     correct = (context_labels == target[:, None]).float()
     wrong = 1.0 - correct
     weights = (strength * correct / correct.sum(-1, keepdim=True).clamp(min=1)
@@ -95,6 +99,8 @@ class Match(HeadsAndNumberIntervention):
     temperature: float
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
+        import torch
+        import torch.nn.functional as F
         x = F.normalize(inputs.exemplars.float(), dim=-1)
         similarity = (x[:, :-1] * x[:, -1:]).sum(-1)  # [batch, ctx]
         if self.temperature == 0:
@@ -133,6 +139,7 @@ class PrevToken(Intervention):
         check_heads(self.heads, model)
 
     def hooks(self, inputs: Inputs, model: ModelConfig) -> list[Hook]:
+        import torch
         def new_pattern(batch: int, n_pos: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
             s = self.strength
             values = (torch.diag(torch.full((n_pos - 1,), s, device=device, dtype=dtype), diagonal=-1)
@@ -183,6 +190,7 @@ class Copy(Intervention):
     def edit_logits(self, logits: Tensor, inputs: Inputs, labels: Tensor | None) -> Tensor:
         """Every class's logit (``labels`` None) or those of ``labels``: the log of the head's attention mass on
         that label's tokens (log-sum-exp of its scores), -1e9 for a class that is not in context."""
+        import torch
         scores = inputs.scratch[self._key].to(logits.dtype)  # [batch, ctx]
         n_out = logits.shape[-1] if labels is None else None
         context = inputs.context_labels

@@ -18,14 +18,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
-
-from jaxtyping import Float
-from torch import Tensor
+from typing import TYPE_CHECKING, ClassVar
 
 from coopetition.interventions.base import Hook, Inputs, Intervention
 from coopetition.model.config import ModelConfig
 from coopetition.model.sites import hook_name
+
+if TYPE_CHECKING:
+    from jaxtyping import Float
+    from torch import Tensor
 
 EMBEDDINGS = ("exemplar", "label", "position")
 INPUTS = ("q", "k", "v")

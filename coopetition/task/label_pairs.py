@@ -15,12 +15,14 @@ same generator, up to ``MAX_TRIES`` times.
 from __future__ import annotations
 
 from functools import lru_cache
-
-import torch
-from jaxtyping import Int
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from coopetition.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from jaxtyping import Int
+    from torch import Tensor
 
 PAIR_SETS = ("train", "val", "test", "all")
 MAX_TRIES = 10  # as the reference
@@ -29,6 +31,7 @@ MAX_SPLIT_PAIRS = 10**6  # a split enumerates every pair; C25's ICL-only 12,800 
 
 def all_pairs(n_labels: int) -> Int[Tensor, "pairs 2"]:
     """Every (i, j) with i < j < ``n_labels``, in lexicographic order (the reference's enumeration)."""
+    import torch
     return torch.combinations(torch.arange(n_labels), 2)
 
 
@@ -56,6 +59,7 @@ def check_split(n_labels: int, shares: tuple[float, float, float], seed: int) ->
 def split_pairs(n_labels: int, shares: tuple[float, float, float], seed: int) -> dict[str, Tensor]:
     """``{"train", "val", "test", "all"}`` -> ``[pairs, 2]`` label pairs (i < j). A pure function of its arguments,
     memoised so that the sampler does not redraw the split for every batch."""
+    import torch
     pairs = all_pairs(n_labels)
     n_train, n_val, n_test = split_sizes(len(pairs), shares)
     gen = torch.Generator().manual_seed(seed)
@@ -79,6 +83,7 @@ def pair_table(n_labels: int, shares: tuple[float, float, float], seed: int, whi
 def draw_pairs(table: Int[Tensor, "pairs 2"], n: int, gen: torch.Generator,
                device: torch.device) -> tuple[Int[Tensor, "n 1"], Int[Tensor, "n 1"]]:
     """One pair per sequence, uniformly from ``table``, in random order: ``(first, second)`` label columns."""
+    import torch
     pair = table[torch.randint(len(table), (n,), generator=gen, device=device)]
     swap = torch.randint(2, (n, 1), generator=gen, device=device).bool()
     first = torch.where(swap, pair[:, 1:], pair[:, :1])

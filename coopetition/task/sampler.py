@@ -7,13 +7,15 @@ Everything is drawn with tensor ops from an explicit ``torch.Generator``; the ba
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from jaxtyping import Float, Int
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from coopetition.task.label_pairs import draw_pairs
 from coopetition.task.sequence import BURSTY, DISTRACTOR, OTHER, QUERY, SequenceSpec
+
+if TYPE_CHECKING:
+    import torch
+    from jaxtyping import Float, Int
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class SequenceBatch:
 
     @staticmethod
     def cat(batches: list["SequenceBatch"]) -> "SequenceBatch":
+        import torch
         return SequenceBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in SequenceBatch.FIELDS))
 
 
@@ -70,6 +73,7 @@ class ClassPool:
 
 def zipf_weights(n_classes: int, alpha: float) -> Tensor | None:
     """p(k) proportional to (k+1)^-alpha; ``None`` (uniform) for alpha 0."""
+    import torch
     if alpha == 0:
         return None
     return torch.arange(1, n_classes + 1, dtype=torch.float64).pow(-alpha).float()
@@ -78,6 +82,7 @@ def zipf_weights(n_classes: int, alpha: float) -> Tensor | None:
 def _draw_classes(pool: ClassPool, n: int, k: int, exclude: Tensor | None, replace: bool,
                   gen: torch.Generator, device: torch.device) -> Tensor:
     """``[n, k]`` local class indices from the pool's distribution with each row's ``exclude`` removed."""
+    import torch
     if pool.class_weights is None:
         if exclude is None and replace:
             return torch.randint(pool.n_classes, (n, k), generator=gen, device=device)
@@ -96,6 +101,7 @@ def _draw_classes(pool: ClassPool, n: int, k: int, exclude: Tensor | None, repla
 def sample_sequences(spec: SequenceSpec, pool: ClassPool, n: int, gen: torch.Generator,
                      device: torch.device | str = "cpu") -> SequenceBatch:
     """Draw ``n`` sequences of ``spec`` from ``pool`` (see ``SequenceSpec`` for the semantics)."""
+    import torch
     device = torch.device(device)
     n_ctx, b, n_dis, n_rest = spec.context_len, spec.burstiness, spec.n_distractor_items, spec.n_rest
     rows = torch.arange(n, device=device)
@@ -164,6 +170,7 @@ def gather_features(features: Float[Tensor, "classes exemplars dim"],
 def sample_mixture(specs: list[SequenceSpec], weights: list[float], pool: ClassPool, n: int,
                    gen: torch.Generator, device: torch.device | str = "cpu") -> SequenceBatch:
     """Each sequence comes from one spec chosen with probability ``weights`` (Chan et al.'s p(bursty) mixtures)."""
+    import torch
     if len(specs) == 1:
         return sample_sequences(specs[0], pool, n, gen, device)
     probs = torch.tensor(weights, dtype=torch.float, device=gen.device)  # multinomial needs gen's device

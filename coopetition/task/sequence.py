@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Literal
 
 from coopetition.errors import ConfigError
 from coopetition.task.label_pairs import PAIR_SETS, check_split, pair_table
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 PairSet = Literal["train", "val", "test", "all"]
 Relabel = Literal["none", "fewshot", "01", "flip"]
@@ -97,6 +98,7 @@ class SequenceSpec:
 
     def label_pairs(self, device: str | torch.device = "cpu") -> Tensor | None:
         """The ``[pairs, 2]`` label pairs this spec draws from (``None``: any two distinct labels, no split)."""
+        import torch
         if self.relabel != "fewshot" or self.fewshot_split is None:
             return None
         return pair_table(self.fewshot_labels, tuple(self.fewshot_split), self.fewshot_split_seed,
