@@ -51,7 +51,10 @@ def _child(code: str, arm: str) -> str:
 def test_raised_thresholds_stop_the_page_faults_and_leave_every_bit_of_training_alone():
     default, raised = json.loads(_child(TRAIN, "default")), json.loads(_child(TRAIN, "raised"))
     pages_of_one_logits = 256 * 12800 * 4 // 4096
-    assert default.pop("faults_per_step") > pages_of_one_logits / 8  # glibc's defaults: measured 1,800-3,200
+    # The default arm is the environment's allocator, not our code: on most machines glibc's defaults fault
+    # 1,800-3,200 pages a step, but glibc's dynamic mmap threshold (or MALLOC_* variables) can already avoid them
+    # (one CI machine measured 0). So only the raised arm's faults and the bit-identity are asserted.
+    default.pop("faults_per_step")
     assert raised.pop("faults_per_step") < pages_of_one_logits / 100  # measured 0.25
     assert default == raised
 
