@@ -23,10 +23,11 @@ from coopetition.interventions import Intervened
 from coopetition.store.checkpoint import load_tensors
 from coopetition.store.rundir import (EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, leftovers_only, now_iso,
                                       package_versions)
+from coopetition.task.evalset import EvalData
 from coopetition.task.evaluators import eval_sets_tensors
 from coopetition.task.sampler import SequenceBatch
 from coopetition.train.allocator import keep_freed_memory
-from coopetition.train.evaluate import PreparedEvalSet, evaluate, prepare_eval_sets
+from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.schedule import kept_resume_steps, schedule_steps
 from coopetition.train.setup import (Sizes, derive_sizes, eval_sets_for, load_run_bank, model_for, stored_eval_sets,
                                      training_pool)
@@ -48,7 +49,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     data_gen: torch.Generator
     step: TrainStep
-    prepared: list[PreparedEvalSet]
+    prepared: list[EvalData]
     bank: ExemplarBank
     sizes: Sizes
     eval_sets: dict[str, SequenceBatch]
