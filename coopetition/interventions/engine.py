@@ -147,8 +147,8 @@ class Intervened:
 
         ``baseline``: the cache of this object's own pass on the same input; variants' ``clean`` values come from
         it (without it, from a pass made here), and with it (it must hold the ``hook_resid_pre`` of every block and
-        the last ``hook_resid_post``) a variant whose first real edit is in block l starts there. ``source``: a cache of the same network on
-        another input, for ``patch``.
+        the last ``hook_resid_post``) a variant whose first real edit is in block l starts there. ``source``: a
+        cache of the same network on another input, for ``patch``.
         """
         n, cfg = exemplars.shape[0], self.config
         k = labels.shape[1] if labels is not None else self.model.n_outputs
