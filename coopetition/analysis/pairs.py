@@ -1,7 +1,9 @@
 """Clean/corrupted pairs for activation patching, built from the evaluators so that positions align.
 
-Each pair changes labels only (exemplar vectors and token positions are identical), and each has two candidate
-answers, ``answers[:, 0]`` (the clean run's) and ``answers[:, 1]`` (the corrupted run's):
+Which evaluator makes which pair is its spec's ``EvaluatorSpec.patch_pairs`` (``task/evaluators.py``), not its
+name: the builders here are keyed by pair name. Each label pair changes labels only (exemplar vectors and token
+positions are identical), and each pair has two candidate answers, ``answers[:, 0]`` (the clean run's) and
+``answers[:, 1]`` (the corrupted run's):
 
 - ``flip_vs_train`` (from Flip): corrupted = the Flip sequence (query-class exemplar labelled c_d, distractor
   labelled c_q, target c_d); clean = the same sequence unflipped (labels = classes, target c_q), which is exactly a
