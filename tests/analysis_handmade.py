@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from coopetition.analysis.loading import EvalData
 from coopetition.model import ICLTransformer, ModelConfig
+from coopetition.task.evalset import EvalData
 from coopetition.task.sampler import ClassPool, sample_sequences
 from coopetition.task.sequence import SequenceSpec
 

@@ -14,9 +14,9 @@ from coopetition.analysis.ablation import ablation_variants
 from coopetition.analysis.clamp import clamp_variants
 from coopetition.analysis.pairs import build_pairs
 from coopetition.analysis.patching import patch_variants
-from coopetition.analysis.readout import readout_labels
 from coopetition.interventions import intervene, parse_spec
 from coopetition.model import ICLTransformer, ModelConfig
+from coopetition.task.metrics import readout_labels
 from tests.analysis_handmade import handmade_data, handmade_model
 
 # The hand-built model's logits reach ~30, where float32 spacing is ~2e-6: a batched pass may round differently

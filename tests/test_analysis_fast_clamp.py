@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from coopetition.analysis.clamp import clamp_variants, linear_applies, linear_logits, linear_scores
-from coopetition.analysis.readout import in_context_scores, readout_labels
 from coopetition.interventions import intervene, parse_spec
 from coopetition.model import ICLTransformer, ModelConfig
+from coopetition.task.metrics import in_context_scores, readout_labels
 from tests.analysis_handmade import handmade_data, handmade_model
 
 

@@ -2,10 +2,9 @@
 
 import torch
 
-from coopetition.analysis.readout import in_context_scores, readout_labels
 from coopetition.interventions import intervene, parse_spec
 from coopetition.model import ICLTransformer, ModelConfig
-from coopetition.task.metrics import query_metrics
+from coopetition.task.metrics import in_context_scores, query_metrics, readout_labels
 from tests.analysis_handmade import handmade_data
 
 

@@ -77,3 +77,45 @@ def test_non_finite_logits_and_all_classes_in_context_use_the_definitions():
     m = query_metrics(every, torch.tensor([0]), torch.tensor([[0, 1]]))
     assert m["out_context_acc"].item() == 0.0 and m["out_context_prob"].item() == 0.0
     assert m["in_context_acc"].item() == 1.0
+
+
+def test_distinct_mask_keeps_the_first_occurrence_of_each_label():
+    from coopetition.task.metrics import distinct_mask
+
+    labels = torch.tensor([[3, 3, 5], [1, 2, 1], [4, 4, 4]])
+    expected = torch.tensor([[True, False, True], [True, True, False], [True, False, False]])
+    assert torch.equal(distinct_mask(labels), expected)
+
+
+def test_in_context_scores_on_hand_built_readouts():
+    """Readout logits are ``[context labels..., target]``; a repeated label is one candidate."""
+    from coopetition.task.metrics import in_context_scores, readout_labels
+
+    context, target = torch.tensor([[3, 3, 5], [1, 2, 1]]), torch.tensor([5, 7])
+    assert torch.equal(readout_labels(context, target), torch.tensor([[3, 3, 5, 5], [1, 2, 1, 7]]))
+    logits = torch.tensor([[1.0, 1.0, 2.0, 2.0], [0.5, 3.0, 0.5, 9.0]])
+    scores = in_context_scores(logits, context, target)
+    assert scores["in_context_acc"].tolist() == [1.0, 0.0]  # row 2: the target is not in context
+    assert scores["in_context_prob"][0].item() == pytest.approx(math.exp(2) / (math.exp(1) + math.exp(2)))
+    assert scores["in_context_prob"][1].item() == 0.0
+    # the target's logit minus the mean of the other distinct context labels' (row 2: labels 1 and 2)
+    assert scores["target_logit_diff"].tolist() == pytest.approx([1.0, 9.0 - (0.5 + 3.0) / 2])
+
+
+def test_in_context_scores_equal_the_full_vocabulary_metrics_for_every_variant():
+    from coopetition.task.metrics import in_context_scores, readout_labels
+
+    gen = torch.Generator().manual_seed(3)
+    n, classes = 64, 20
+    context = torch.randint(0, classes, (n, 4), generator=gen)
+    target = torch.where(torch.rand(n, generator=gen) < 0.7, context[:, 0], torch.randint(0, classes, (n,), generator=gen))
+    full = torch.randn(3, n, classes, generator=gen) * 3
+    readout = readout_labels(context, target)
+    picked = full.gather(2, readout.expand(3, -1, -1))
+    together = in_context_scores(picked, context, target)
+    for v in range(3):
+        alone = in_context_scores(picked[v], context, target)
+        reference = query_metrics(full[v], target, context)
+        for metric in ("in_context_acc", "in_context_prob"):
+            assert torch.equal(together[metric][v], alone[metric])
+            torch.testing.assert_close(alone[metric], reference[metric], rtol=0, atol=1e-6)

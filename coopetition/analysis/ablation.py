@@ -18,7 +18,7 @@ same that ``train --intervene`` and ``analyze --intervene`` take):
 
 "Clean" (and what ``preserve`` restores) is the analysed baseline: the run's own network with its own interventions
 and any added with ``--intervene``. Reported: ``in_context_acc``, ``in_context_prob`` and ``target_logit_diff``
-(see ``readout.in_context_scores``) averaged over the sequences, and ``delta`` from the baseline.
+(see ``task.metrics.in_context_scores``) averaged over the sequences, and ``delta`` from the baseline.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from coopetition.analysis.base import Analysis, Checkpoint
-from coopetition.analysis.loading import EvalData
-from coopetition.analysis.readout import in_context_scores, readout_labels
 from coopetition.interventions import Ablate, AblateEmbedding, Intervened, Intervention, Preserve
+from coopetition.task.evalset import EvalData
+from coopetition.task.metrics import in_context_scores, readout_labels
 
 HEAD_METHODS = ("zero", "mean", "resample", "zero_keep_patterns", "zero_keep_values")
 QKV_UNITS = {"recompute_none": ("queries", "keys", "values"), "recompute_q": ("keys", "values"),

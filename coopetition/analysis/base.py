@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
-from coopetition.analysis.loading import EvalData, LoadedRun
+from coopetition.analysis.loading import LoadedRun
+from coopetition.task.evalset import EvalData
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from coopetition.analysis.base import Analysis, Checkpoint
-from coopetition.analysis.pairs import PatchPair, build_pairs, exemplar_swap
+from coopetition.analysis.pairs import EXEMPLAR_PAIRS, PatchPair, build_pairs
 from coopetition.analysis.patching import MIN_GAP
 from coopetition.interventions import Intervened, PathPatch
 from coopetition.interventions.paths import (DIRECT, EMBEDDINGS, INPUTS, LOGITS, head_node, receiver_hook,
@@ -129,7 +129,8 @@ class CircuitAnalysis(Analysis):
 
     def prepare(self) -> None:
         data = {k: d.head(self.config.patch_seqs) for k, d in self.context.data.items()}
-        self.pairs = build_pairs(data) + ([exemplar_swap(data["icl"])] if "icl" in data else [])
+        specs = self.context.run.evaluator_specs()
+        self.pairs = build_pairs(data, specs) + build_pairs(data, specs, EXEMPLAR_PAIRS)
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
         rows = []

@@ -1,7 +1,9 @@
 """Clean/corrupted pairs for activation patching, built from the evaluators so that positions align.
 
-Each pair changes labels only (exemplar vectors and token positions are identical), and each has two candidate
-answers, ``answers[:, 0]`` (the clean run's) and ``answers[:, 1]`` (the corrupted run's):
+Which evaluator makes which pair is its spec's ``EvaluatorSpec.patch_pairs`` (``task/evaluators.py``), not its
+name: the builders here are keyed by pair name. Each label pair changes labels only (exemplar vectors and token
+positions are identical), and each pair has two candidate answers, ``answers[:, 0]`` (the clean run's) and
+``answers[:, 1]`` (the corrupted run's):
 
 - ``flip_vs_train`` (from Flip): corrupted = the Flip sequence (query-class exemplar labelled c_d, distractor
   labelled c_q, target c_d); clean = the same sequence unflipped (labels = classes, target c_q), which is exactly a
@@ -19,13 +21,16 @@ answers, ``answers[:, 0]`` (the clean run's) and ``answers[:, 1]`` (the corrupte
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from coopetition.analysis.loading import EvalData
+from coopetition.errors import ConfigError
+from coopetition.task.evalset import EvalData
+from coopetition.task.evaluators import EvaluatorSpec, spec_for
 from coopetition.task.sequence import DISTRACTOR
 
 
@@ -85,9 +90,21 @@ def exemplar_swap(icl: EvalData) -> PatchPair:
     return PatchPair("exemplar_swap", icl, corrupt, torch.stack([target, other], dim=1))
 
 
-BUILDERS = {"flip": flip_vs_train, "icl": icl_swap, "ciwl": ciwl_vs_iwl}
+LABEL_PAIRS = {"flip_vs_train": flip_vs_train, "icl_swap": icl_swap, "ciwl_vs_iwl": ciwl_vs_iwl}
+EXEMPLAR_PAIRS = {"exemplar_swap": exemplar_swap}
 
 
-def build_pairs(data: dict[str, EvalData]) -> list[PatchPair]:
-    """Every pair whose source evaluator is among ``data`` (unknown evaluators give no pair)."""
-    return [BUILDERS[name](d) for name, d in data.items() if name in BUILDERS]
+def build_pairs(data: dict[str, EvalData], specs: Mapping[str, EvaluatorSpec] | None = None,
+                builders: Mapping[str, Callable[[EvalData], PatchPair]] = LABEL_PAIRS) -> list[PatchPair]:
+    """The pairs that each evaluator's spec names (``EvaluatorSpec.patch_pairs``; ``specs``: the run's, else the
+    built-in suites' by name) among ``builders`` (default: the label-only pairs), in ``data``'s order. An evaluator
+    whose spec names none gives no pair; a pair name no builder knows is refused."""
+    known = {**LABEL_PAIRS, **EXEMPLAR_PAIRS}
+    pairs = []
+    for name, d in data.items():
+        for pair in spec_for(name, specs).patch_pairs:
+            if pair not in known:
+                raise ConfigError(f"evaluator {name!r} names patching pair {pair!r}; known: {sorted(known)}")
+            if pair in builders:
+                pairs.append(builders[pair](d))
+    return pairs

@@ -153,7 +153,8 @@ class PatchingAnalysis(Analysis):
 
     def prepare(self) -> None:
         data = self.context.data
-        self.pairs = build_pairs({k: d.head(self.config.patch_seqs) for k, d in data.items()})
+        self.pairs = build_pairs({k: d.head(self.config.patch_seqs) for k, d in data.items()},
+                                 self.context.run.evaluator_specs())
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
         rows = []

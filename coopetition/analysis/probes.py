@@ -24,9 +24,9 @@ import torch
 from einops import rearrange
 
 from coopetition.analysis.base import Analysis, Checkpoint
-from coopetition.analysis.loading import EvalData
 from coopetition.analysis.patching import resid_points
 from coopetition.analysis.probe_fit import Target, fit_probes, split
+from coopetition.task.evalset import EvalData
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache

@@ -30,9 +30,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from coopetition.analysis.base import Analysis, Checkpoint
-from coopetition.analysis.loading import EvalData
-from coopetition.analysis.readout import distinct_mask
 from coopetition.model.sites import hook_name
+from coopetition.task.evalset import EvalData
+from coopetition.task.metrics import distinct_mask
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache, ICLTransformer

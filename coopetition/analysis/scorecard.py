@@ -31,11 +31,12 @@ from torch import Tensor
 from coopetition.analysis.ablation import ablation_variants, variant_scores
 from coopetition.analysis.base import Analysis, Checkpoint
 from coopetition.analysis.clamp import clamp_variants, linear_applies, linear_scores
-from coopetition.analysis.loading import EvalData, load_checkpoint
+from coopetition.analysis.loading import load_checkpoint
 from coopetition.analysis.paper import PAPER
 from coopetition.analysis.progress import head_measures
 from coopetition.analysis.strategies import curve, detect_events
 from coopetition.interventions import Intervened, Intervention
+from coopetition.task.evalset import EvalData
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache, ICLTransformer

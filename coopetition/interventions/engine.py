@@ -13,13 +13,19 @@ ablated", "patch z of L1H3 from the clean input") on top of the run's own: the i
 (chunked to ``max_rows`` sequences), one hook per touched hook point applies the run's edits to every row and each
 variant's edits to its own block of rows, and only the requested label logits are read out. A variant's ``clean``
 is the analysed baseline (the run's own pass), its ``source`` a second pass (patching). A variant whose first
-real edit is in block l starts from the baseline's cached ``blocks.{l}.hook_resid_pre``. The un-intervened forward
-is the one-variant case with no edits.
+real edit is in block l starts from the baseline's cached ``blocks.{l}.hook_resid_pre``.
+
+``_run_chunk`` is the only forward engine. The plain forward (``__call__``: training steps and evaluation), the cached
+forward (``run_cached``) and ``capture`` are its one-variant case: a variant with no edits of its own (``capture``'s
+variant only reads), run on the input itself (no tiling, no copies) in the caller's gradient mode, so training
+backpropagates through the same code that analysis batches; with no hook to install the network runs bare, which
+keeps its fused training kernels (``model/components.py``) and training bit-identical to a bare forward.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -96,42 +102,35 @@ class Intervened:
     def __call__(self, exemplars: Float[Tensor, "batch item dim"], context_labels: Int[Tensor, "batch ctx"],
                  target: Int[Tensor, " batch"] | None = None,
                  labels: Int[Tensor, "batch k"] | None = None) -> Float[Tensor, "batch classes"]:
-        """Query logits of every class, or of ``labels`` only."""
-        return self._pass(exemplars, context_labels, target, labels)[0]
+        """Query logits of every class, or of ``labels`` only: the engine's one-variant case with no edits of its
+        own, in the caller's gradient mode (training steps backpropagate through it)."""
+        return self._single(exemplars, context_labels, target, labels)[0]
 
     def run_cached(self, exemplars: Tensor, context_labels: Tensor, target: Tensor | None = None,
                        names: Sequence[str] | None = None,
                        labels: Tensor | None = None) -> tuple[Tensor, ActivationCache]:
         """``(query logits, cache)``; the cache holds what the network actually used (values after every edit)."""
-        return self._pass(exemplars, context_labels, target, labels, cache_names=names, cache=True)
+        return self._single(exemplars, context_labels, target, labels, cache_names=names, cache=True)
 
     def capture(self, exemplars: Tensor, context_labels: Tensor, target: Tensor | None, names: Sequence[str],
                 labels: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """``(query logits, {name: activation})`` with the activations still in the autograd graph (gradients
-        with respect to them: attribution patching)."""
+        with respect to them: attribution patching). The reads are the one variant's hooks."""
         grabbed: dict[str, Tensor] = {}
 
         def grab(act: Tensor, hook) -> None:
             grabbed[hook.name] = act
-        logits, _ = self._pass(exemplars, context_labels, target, labels, extra=[(n, grab) for n in names])
+        logits, _ = self._single(exemplars, context_labels, target, labels, reads=[(n, grab) for n in names])
         return logits, grabbed
 
-    def _pass(self, exemplars, context_labels, target, labels, cache_names=None, cache=False, extra=()):
-        network = self.network
-        if not self.edits and not extra:
-            if cache:
-                return network.run_cached(exemplars, context_labels, names=cache_names, labels=labels)
-            return network(exemplars, context_labels, labels=labels), None
-        inputs = self.inputs(exemplars, context_labels, target)
-        hooks = [hook for edit in self.edits for hook in edit.hooks(inputs, self.config)] + list(extra)
-        with network.hooked(hooks):
-            if cache:
-                logits, activations = network.run_cached(exemplars, context_labels, names=cache_names, labels=labels)
-            else:
-                logits, activations = network(exemplars, context_labels, labels=labels), None
-        for edit in self.edits:
-            logits = edit.edit_logits(logits, inputs, labels)
-        return logits, activations
+    def _single(self, exemplars, context_labels, target, labels, reads: Sequence[Hook] = (), cache_names=None,
+                cache=False):
+        """One variant (hooks ``reads``, no edits of its own) through ``_run_chunk``: no tiling, no baseline,
+        gradients as the caller has them."""
+        own = self.inputs(exemplars, context_labels, target).clean if self.edits else None
+        variant = (list(reads), None, self.config.n_layers, ())
+        return self._run_chunk([variant], exemplars, context_labels, target, labels, None, own, -1,
+                               cache=cache, cache_names=cache_names)
 
     # --- many variants at once ------------------------------------------------------------------------------------
 
@@ -148,8 +147,8 @@ class Intervened:
 
         ``baseline``: the cache of this object's own pass on the same input; variants' ``clean`` values come from
         it (without it, from a pass made here), and with it (it must hold the ``hook_resid_pre`` of every block and
-        the last ``hook_resid_post``) a variant whose first real edit is in block l starts there. ``source``: a cache of the same network on
-        another input, for ``patch``.
+        the last ``hook_resid_post``) a variant whose first real edit is in block l starts there. ``source``: a
+        cache of the same network on another input, for ``patch``.
         """
         n, cfg = exemplars.shape[0], self.config
         k = labels.shape[1] if labels is not None else self.model.n_outputs
@@ -174,8 +173,9 @@ class Intervened:
             members = [i for i, s in enumerate(starts) if s == start]
             for first in range(0, len(members), per_chunk):
                 chunk = members[first:first + per_chunk]
-                out.append(self._run_chunk([built[i] for i in chunk], exemplars, context_labels, target, labels,
-                                           baseline, own, start, final_residual).view(len(chunk), n, -1))
+                logits, _ = self._run_chunk([built[i] for i in chunk], exemplars, context_labels, target, labels,
+                                            baseline, own, start, final_residual)
+                out.append(logits.view(len(chunk), n, -1))
                 order += chunk
         return torch.cat(out)[torch.tensor(order, device=exemplars.device).argsort()]
 
@@ -193,14 +193,22 @@ class Intervened:
         return hooks, inputs, first, edits
 
     def _run_chunk(self, built, exemplars, context_labels, target, labels, baseline, own, start,
-                   final_residual=False):
-        """Logits ``[len(built) * n, k]`` of one chunk of variants that all start at block ``start``; ``own``: the
-        clean values of the run's own interventions on the untiled input."""
+                   final_residual=False, cache=False, cache_names=None):
+        """The engine: ``(logits [len(built) * n, k], cache or None)`` of one chunk of variants that all start at
+        block ``start`` (-1: from the embeddings); ``own``: the clean values of the run's own interventions on the
+        untiled input. One variant runs on the input itself (no tiling, no copies; its hooks see the whole batch),
+        and with no hook at all the network runs bare (its fused training kernels stay on). ``cache``: also cache
+        ``cache_names`` (``start`` -1 only). Gradients follow the caller's mode."""
         g, n = len(built), exemplars.shape[0]
-        tiled = Inputs(exemplars.repeat(g, 1, 1), context_labels.repeat(g, 1),
-                       None if target is None else target.repeat(g))
-        if own is not None:
-            tiled.clean = {name: own[name].repeat(g, *[1] * (own[name].dim() - 1)) for name in self.clean_names}
+        if g == 1:
+            tiled = Inputs(exemplars, context_labels, target)
+            if own is not None:
+                tiled.clean = {name: own[name] for name in self.clean_names}
+        else:
+            tiled = Inputs(exemplars.repeat(g, 1, 1), context_labels.repeat(g, 1),
+                           None if target is None else target.repeat(g))
+            if own is not None:
+                tiled.clean = {name: own[name].repeat(g, *[1] * (own[name].dim() - 1)) for name in self.clean_names}
         names: dict[str, tuple[list, list]] = {}
         for hook_name, fn in (h for edit in self.edits for h in edit.hooks(tiled, self.config)):
             names.setdefault(hook_name, ([], []))[0].append(fn)
@@ -214,6 +222,8 @@ class Intervened:
         def combined(own: list, blocks: list):
             def hook(act: Tensor, hook) -> Tensor:
                 act = _chain(own, act, hook)
+                if g == 1:  # the variant's rows are the whole batch: edit (or read) it in place of a copy
+                    return _chain(blocks[0][1], act, hook) if blocks else act
                 if blocks:
                     act = act.clone()  # may be an expanded view (positions); never edit the caller's tensor
                     for i, fns in blocks:
@@ -222,13 +232,20 @@ class Intervened:
                 return act
             return hook
 
-        read = None if labels is None else labels.repeat(g, 1)
-        with self.network.hooked([(name, combined(*fns)) for name, fns in names.items()]):
+        read = labels if labels is None or g == 1 else labels.repeat(g, 1)
+        hooks = [(name, combined(*fns)) for name, fns in names.items()]
+        activations = None
+        with self.network.hooked(hooks) if hooks else nullcontext():
             if final_residual:
                 residual = (self.network.embed_input(tiled.exemplars, tiled.context_labels) if start < 0 else
                             baseline[_resid_name(start, self.config.n_layers)].repeat(g, 1, 1))
-                return self.network.run_blocks(residual, max(start, 0))[:, -1]
-            if start < 0:
+                return self.network.run_blocks(residual, max(start, 0))[:, -1], None
+            if cache:
+                if start >= 0:
+                    raise ValueError("a cached pass starts at the embeddings")
+                logits, activations = self.network.run_cached(tiled.exemplars, tiled.context_labels,
+                                                              names=cache_names, labels=read)
+            elif start < 0:
                 logits = self.network(tiled.exemplars, tiled.context_labels, labels=read)
             else:
                 residual = baseline[_resid_name(start, self.config.n_layers)].repeat(g, 1, 1)
@@ -240,7 +257,7 @@ class Intervened:
             for edit in edits:
                 if _edits_logits(edit):
                     logits[rows] = edit.edit_logits(logits[rows], inputs, labels)
-        return logits
+        return logits, activations
 
 
 def intervene(interventions: Sequence[Intervention | str], model: ICLTransformer,

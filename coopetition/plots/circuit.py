@@ -13,6 +13,7 @@ both estimators. With fewer than two curve steps (one analysed checkpoint) the p
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -20,8 +21,9 @@ from plotly.subplots import make_subplots
 
 from coopetition.analysis.strategies import EVENTS
 from coopetition.interventions.paths import EMBEDDINGS, LOGITS, parse_head
-from coopetition.plots.common import HELPS_RGB, HURTS_RGB, colour, step_axis
+from coopetition.plots.common import HELPS_RGB, HURTS_RGB, colour, headline, step_axis
 from coopetition.plots.strategies import EVENT_STYLE
+from coopetition.task.evaluators import EvaluatorSpec
 
 CAPTION = ("The computational graph (embeddings, heads, logits) with every edge's effect through Q, K or V by "
            "exact path patching (width/colour; hover: both estimators), a threshold to hide weak edges and a "
@@ -83,15 +85,16 @@ def _edge_traces(edges: pd.DataFrame, where: dict) -> list[dict]:
     return out
 
 
-def _strategy_curves(fig: go.Figure, strategies: pd.DataFrame | None) -> None:
+def _strategy_curves(fig: go.Figure, strategies: pd.DataFrame | None,
+                     specs: Mapping[str, EvaluatorSpec] | None = None) -> None:
     if strategies is None or not len(strategies):
         return
     curves = strategies[~strategies["metric"].isin(EVENTS)]
     for evaluator in curves["evaluator"].unique():
-        metric = "acc" if evaluator == "iwl" else "in_context_acc"
+        metric = headline(evaluator, specs)
         s = curves[(curves["evaluator"] == evaluator) & (curves["metric"] == metric)].sort_values("step")
         fig.add_trace(go.Scatter(x=s["step"], y=s["value"], mode="lines", name=evaluator, legendgroup="curves",
-                                 line=dict(color=colour(evaluator)),
+                                 line=dict(color=colour(evaluator, specs)),
                                  hovertemplate=f"{evaluator}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>"), 1, 1)
     for _, event in strategies[strategies["metric"].isin(EVENTS)].iterrows():
         label, tint, _ = EVENT_STYLE[event["metric"]]
@@ -116,7 +119,8 @@ def _has_curves(strategies: pd.DataFrame | None) -> bool:
     return strategies.loc[~strategies["metric"].isin(EVENTS), "step"].nunique() >= 2
 
 
-def figure(table: pd.DataFrame, pair: str, strategies: pd.DataFrame | None = None) -> go.Figure:
+def figure(table: pd.DataFrame, pair: str, strategies: pd.DataFrame | None = None,
+           specs: Mapping[str, EvaluatorSpec] | None = None) -> go.Figure:
     rows = table[(table["pair"] == pair) & table["method"].isin(("exact", "attribution"))]
     wide = rows.pivot_table(index=["step", "sender", "receiver", "input"], columns="method", values="effect",
                             aggfunc="first").reset_index()
@@ -132,7 +136,7 @@ def figure(table: pd.DataFrame, pair: str, strategies: pd.DataFrame | None = Non
         fig = make_subplots(rows=2, cols=1, row_heights=[0.25, 0.75], vertical_spacing=0.1,
                             subplot_titles=("strategies (in-context accuracy; IWL: acc) — the black line marks "
                                             "the step shown", graph_title))
-        _strategy_curves(fig, strategies)
+        _strategy_curves(fig, strategies, specs)
     else:
         fig = make_subplots(rows=1, cols=1, subplot_titles=(graph_title,))
     g = 2 if curves else 1  # the graph's row

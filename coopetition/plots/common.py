@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from coopetition.task.evaluators import EvaluatorSpec, display_order, spec_for
+
 PLOTLY_JS = "plotly.min.js"
-EVALUATOR_COLOURS = {"train": "black", "b2_train": "#7f7f7f", "icl": "#1f77b4", "flip": "#d62728",
-                     "ciwl": "#2ca02c", "iwl": "#9467bd"}
 HEAD_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
 LAYER_DASHES = ("solid", "dash", "dot", "dashdot")  # a head's line: colour by head index, dash by layer
 
@@ -27,8 +28,14 @@ LOW_GAP_GREY = "#bdbdbd"
 PAPER_SIZE = (1000, 700)  # px of an SVG download when a figure sets no size: a full-width paper figure
 
 
-def colour(evaluator: str) -> str:
-    return EVALUATOR_COLOURS.get(evaluator, "#17becf")
+def colour(evaluator: str, specs: Mapping[str, EvaluatorSpec] | None = None) -> str:
+    """The evaluator's colour: its spec's (``specs``, a run's own, else the built-in suites'; see ``spec_for``)."""
+    return spec_for(evaluator, specs).colour
+
+
+def headline(evaluator: str, specs: Mapping[str, EvaluatorSpec] | None = None) -> str:
+    """The metric an evaluator's curve plots: its spec's ``headline_metric``."""
+    return spec_for(evaluator, specs).headline_metric
 
 
 def head_colour(head: int) -> str:
@@ -103,9 +110,7 @@ def evaluator_menu(labels: list[str], visibility: list[list[bool]], active: int 
                          for label, vis in zip(labels, visibility)])
 
 
-def preferred(options: list[str], order: tuple[str, ...] = ("flip", "ciwl", "train", "icl", "iwl")) -> int:
-    """Index of the option shown first (Flip separates ICL from CIWL best)."""
-    for name in order:
-        if name in options:
-            return options.index(name)
-    return 0
+def preferred(options: list[str], specs: Mapping[str, EvaluatorSpec] | None = None) -> int:
+    """Index of the evaluator shown first: the lowest ``display_rank`` of the evaluators' specs (the built-in
+    suites open on Flip, which separates ICL from CIWL best); the first option if none ranks."""
+    return options.index(display_order(options, specs)[0]) if options else 0

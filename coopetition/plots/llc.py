@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from coopetition.analysis.strategies import EVENTS
-from coopetition.plots.common import colour, head_colour, step_axis
+from coopetition.plots.common import colour, head_colour, headline, step_axis
 from coopetition.plots.strategies import EVENT_STYLE
+from coopetition.task.evaluators import EvaluatorSpec
 
 CAPTION = ("Local learning coefficient of every checkpoint (SGLD around it on the training distribution; bars: std "
            "across chains, dots: each chain) under the strategy curves, on the same step axis, and the loss at the "
@@ -19,7 +22,8 @@ CAPTION_TRACES = ("SGLD diagnostics: every chain's loss at every step (dashed: L
                   "Slider: checkpoint.")
 
 
-def figure(llc: pd.DataFrame, strategies: pd.DataFrame | None = None) -> go.Figure:
+def figure(llc: pd.DataFrame, strategies: pd.DataFrame | None = None,
+           specs: Mapping[str, EvaluatorSpec] | None = None) -> go.Figure:
     """Rows: strategy curves (if the ``strategies`` table is there), the LLC, the loss at the checkpoint."""
     panels = (["in-context accuracy (IWL: acc)"] if strategies is not None and len(strategies) else []) + \
         ["LLC (mean ± std across chains; dots: chains)", "L(w*): training loss at the checkpoint"]
@@ -29,10 +33,10 @@ def figure(llc: pd.DataFrame, strategies: pd.DataFrame | None = None) -> go.Figu
     if len(panels) == 3:
         curves = strategies[~strategies["metric"].isin(EVENTS)]
         for evaluator in curves["evaluator"].unique():
-            metric = "acc" if evaluator == "iwl" else "in_context_acc"
+            metric = headline(evaluator, specs)
             s = curves[(curves["evaluator"] == evaluator) & (curves["metric"] == metric)].sort_values("step")
             fig.add_trace(go.Scatter(x=s["step"], y=s["value"], mode="lines", name=evaluator,
-                                     line=dict(color=colour(evaluator)),
+                                     line=dict(color=colour(evaluator, specs)),
                                      hovertemplate=f"{evaluator}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>"), 1, 1)
         fig.add_hline(y=0.5, line=dict(dash="dash", color="grey"), row=1, col=1)
         fig.update_yaxes(range=[-0.02, 1.05], title_text="in-context acc", row=1, col=1)

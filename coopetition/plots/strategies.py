@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from coopetition.analysis.strategies import EVENTS
-from coopetition.plots.common import colour
+from coopetition.plots.common import colour, headline
+from coopetition.task.evaluators import EvaluatorSpec
 
 CAPTION = ("Evaluator curves from the run's eval log: in-context accuracy (IWL: full-vocabulary accuracy) and loss. "
            "Markers: ICL peak (Flip maximum), ICL-eval peak, and the ICL/CIWL crossover (Flip falls below 0.5); a "
@@ -22,17 +25,18 @@ def at_last_step(event_step: float, curves: pd.DataFrame) -> bool:
     return len(curves) > 0 and int(event_step) >= int(curves["step"].max())
 
 
-def figure(table: pd.DataFrame) -> go.Figure:
+def figure(table: pd.DataFrame, specs: Mapping[str, EvaluatorSpec] | None = None) -> go.Figure:
+    """Each evaluator's headline metric (its spec's) and loss over training; ``specs``: the run's evaluators."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.09,
                         subplot_titles=("in-context accuracy (IWL: full-vocabulary accuracy)", "loss"))
     curves = table[~table["metric"].isin(EVENTS)]
     for evaluator in curves["evaluator"].unique():
-        metric = "acc" if evaluator == "iwl" else "in_context_acc"
+        metric = headline(evaluator, specs)
         for row, m in ((1, metric), (2, "loss")):
             s = curves[(curves["evaluator"] == evaluator) & (curves["metric"] == m)].sort_values("step")
             fig.add_trace(go.Scatter(x=s["step"], y=s["value"], mode="lines" if len(s) > 20 else "lines+markers",
                                      marker=dict(size=5), name=evaluator, legendgroup=evaluator,
-                                     showlegend=row == 1, line=dict(color=colour(evaluator)),
+                                     showlegend=row == 1, line=dict(color=colour(evaluator, specs)),
                                      customdata=s["sequences"],
                                      hovertemplate=f"{evaluator}<br>step %{{x}}<br>%{{customdata}} sequences"
                                                    "<br>%{y:.3f}<extra></extra>"), row, 1)

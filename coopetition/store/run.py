@@ -6,72 +6,28 @@ checked) and built by the run's own setup code (``train.setup``, ``train.sources
 network that was trained and evaluated at that step, its interventions and grafts included, never a freshly
 initialised one (``coopetition.model.build_model`` alone returns untrained weights).
 
-Analyses open runs through ``analysis.loading.LoadedRun`` today; it shares this module's ``EvalData`` and
-``load_checkpoint``, and is meant to move onto this handle.
+Analyses open runs through ``analysis.loading.LoadedRun`` today; it shares this module's ``load_checkpoint``
+(and ``task.evalset.EvalData``), and is meant to move onto this handle.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Float, Int
-from torch import Tensor
 
 from coopetition.bank import ExemplarBank
 from coopetition.config import RunConfig
 from coopetition.errors import DataError
 from coopetition.store.checkpoint import CheckpointInfo, load_tensors
 from coopetition.store.rundir import RunReader
-from coopetition.task.sampler import SequenceBatch, gather_features
+from coopetition.task.evalset import EvalData
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.interventions import Intervened
     from coopetition.model import ICLTransformer
-
-
-@dataclass(frozen=True)
-class EvalData:
-    """``n`` sequences of one evaluator (item N is the query) with their exemplar vectors: what the model reads.
-
-    The model takes features and labels, not tokens: ``exemplars`` ``[n, items, dim]`` and ``context_labels``
-    ``[n, items - 1]``; ``target`` is the query's correct label."""
-
-    name: str
-    exemplars: Float[Tensor, "n item dim"]
-    classes: Int[Tensor, "n item"]
-    labels: Int[Tensor, "n item"]
-    types: Int[Tensor, "n item"]
-
-    @classmethod
-    def from_batch(cls, name: str, batch: SequenceBatch, features: Tensor) -> "EvalData":
-        batch = batch.to(features.device)
-        return cls(name, gather_features(features, batch), batch.classes, batch.labels, batch.types)
-
-    @property
-    def n(self) -> int:
-        return self.classes.shape[0]
-
-    @property
-    def n_ctx(self) -> int:
-        return self.classes.shape[1] - 1
-
-    @property
-    def context_labels(self) -> Int[Tensor, "n ctx"]:
-        return self.labels[:, :-1]
-
-    @property
-    def target(self) -> Int[Tensor, " n"]:
-        return self.labels[:, -1]
-
-    def head(self, n: int) -> "EvalData":
-        return EvalData(self.name, self.exemplars[:n], self.classes[:n], self.labels[:n], self.types[:n])
-
-    def with_labels(self, name: str, labels: Int[Tensor, "n item"]) -> "EvalData":
-        return EvalData(name, self.exemplars, self.classes, labels, self.types)
 
 
 def load_checkpoint(model: ICLTransformer, info: CheckpointInfo, device: str | torch.device = "cpu") -> None:

@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 
 from coopetition.errors import ConfigError
 from coopetition.plots.common import ensure_plotlyjs, write_figure
+from coopetition.task.evaluators import spec_for
 
 BANDS = ("std", "minmax")
 ORDER = ("train", "icl", "flip", "ciwl", "iwl")
@@ -21,7 +22,8 @@ PALETTE = qualitative.Plotly
 
 
 def metric_of(evaluator: str) -> str:
-    return "acc" if evaluator == "iwl" else "in_context_acc"
+    """The evaluator's headline metric (its spec's: pure IWL plots full-vocabulary accuracy)."""
+    return spec_for(evaluator).headline_metric
 
 
 def figure(summary: pd.DataFrame, band: str = "std", title: str = "sweep") -> go.Figure:
@@ -55,7 +57,7 @@ def figure(summary: pd.DataFrame, band: str = "std", title: str = "sweep") -> go
                 hovertemplate=(f"{group}<br>{evaluator}<br>%{{x}} sequences (step %{{customdata[0]}})<br>"
                                "mean %{y:.3f} ± %{customdata[1]:.3f}<br>min %{customdata[2]:.3f}, "
                                "max %{customdata[3]:.3f}, n %{customdata[4]}<extra></extra>")), row, col)
-        if evaluator != "iwl":
+        if metric_of(evaluator).startswith("in_context"):  # chance among two context labels
             fig.add_hline(y=0.5, line=dict(dash="dash", color="grey", width=1), row=row, col=col)
     fig.update_yaxes(range=[-0.02, 1.05])
     fig.update_xaxes(title_text="sequences", row=rows)

@@ -7,6 +7,7 @@ or imported from, another run (the bank fingerprint guards against mixing banks)
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -24,12 +25,23 @@ if TYPE_CHECKING:
     import torch
 
 
+DEFAULT_COLOUR = "#17becf"  # an evaluator that names no colour of its own
+DEFAULT_RANK = 100
+
+
 @dataclass(frozen=True)
 class EvaluatorSpec:
     """One evaluator: a sequence distribution over a (prefix of a) class split and exemplar split.
 
     The reference's ctx-2 sets use classes 0-1599 and exemplars 0-4 of the training data: ``max_classes`` and
-    ``max_exemplars`` take that prefix (``None`` = the whole split). ``headline_metric`` is what its curve plots.
+    ``max_exemplars`` take that prefix (``None`` = the whole split).
+
+    What the evaluator *means* to the rest of the package lives here too, so no reader re-derives it from the name:
+    ``headline_metric`` is what its curve plots (and the training progress bar shows), ``colour`` its colour in
+    every figure, ``patch_pairs`` the clean/corrupted patching pairs its sequences make (builders named in
+    ``analysis/pairs.py``), ``progress`` whether the training progress bar shows it, and ``display_rank`` which
+    evaluator a figure that shows one at a time opens on (lowest first). Readers that have only a name (a table's
+    ``evaluator`` column) look these up with ``spec_for``.
     """
 
     name: str
@@ -40,6 +52,10 @@ class EvaluatorSpec:
     max_exemplars: int | None = 5
     n_seqs: int = 5000
     headline_metric: str = "in_context_acc"
+    colour: str = DEFAULT_COLOUR
+    patch_pairs: tuple[str, ...] = ()
+    progress: bool = False
+    display_rank: int = DEFAULT_RANK
 
     def pool(self, bank: ExemplarBank) -> ClassPool:
         c_lo, c_hi = bank.class_range(self.class_split)
@@ -54,15 +70,28 @@ class EvaluatorSpec:
         return ClassPool(c_lo, c_hi, e_lo, e_hi)
 
 
+# The five strategy evaluators of the ctx-2 and ctx-8 suites, the same in both: Flip separates ICL from CIWL best,
+# so figures open on it; pure IWL scores 0 in context by definition, so its curve is full-vocabulary accuracy.
+# Patching pairs: Flip against its unflipped (Train) sequence, ICL against its labels swapped (and, for path
+# patching, its exemplars swapped), CIWL against its overwritten label restored (pure IWL); ``analysis/pairs.py``.
+MEANING: dict[str, dict] = {
+    "train": dict(colour="black", display_rank=2),
+    "icl": dict(colour="#1f77b4", patch_pairs=("icl_swap", "exemplar_swap"), progress=True, display_rank=3),
+    "flip": dict(colour="#d62728", patch_pairs=("flip_vs_train",), progress=True, display_rank=0),
+    "ciwl": dict(colour="#2ca02c", patch_pairs=("ciwl_vs_iwl",), progress=True, display_rank=1),
+    "iwl": dict(colour="#9467bd", headline_metric="acc", display_rank=4),
+}
+
+
 def _ctx2() -> tuple[EvaluatorSpec, ...]:
     bursty = SequenceSpec(context_len=2, burstiness=1)
     support_free = SequenceSpec(context_len=2, burstiness=0, no_support=True, unique_rest=True)
     return (
-        EvaluatorSpec("train", bursty),
-        EvaluatorSpec("icl", replace(bursty, relabel="01")),
-        EvaluatorSpec("flip", replace(bursty, relabel="flip")),
-        EvaluatorSpec("ciwl", replace(support_free, assign_query_label_random=True)),
-        EvaluatorSpec("iwl", support_free, headline_metric="acc"),
+        EvaluatorSpec("train", bursty, **MEANING["train"]),
+        EvaluatorSpec("icl", replace(bursty, relabel="01"), **MEANING["icl"]),
+        EvaluatorSpec("flip", replace(bursty, relabel="flip"), **MEANING["flip"]),
+        EvaluatorSpec("ciwl", replace(support_free, assign_query_label_random=True), **MEANING["ciwl"]),
+        EvaluatorSpec("iwl", support_free, **MEANING["iwl"]),
     )
 
 
@@ -73,12 +102,12 @@ def _ctx8() -> tuple[EvaluatorSpec, ...]:
     free = dict(no_support=True, unique_rest=True)
     common = dict(max_classes=None, max_exemplars=None, n_seqs=1000)
     return (
-        EvaluatorSpec("b2_train", spec(2), **common),
-        EvaluatorSpec("train", spec(3), **common),
-        EvaluatorSpec("ciwl", spec(0, assign_query_label_random=True, **free), **common),
-        EvaluatorSpec("flip", spec(4, relabel="flip"), **common),
-        EvaluatorSpec("icl", spec(4, relabel="01"), **common),
-        EvaluatorSpec("iwl", spec(0, **free), headline_metric="acc", **common),
+        EvaluatorSpec("b2_train", spec(2), **common, colour="#7f7f7f"),
+        EvaluatorSpec("train", spec(3), **common, **MEANING["train"]),
+        EvaluatorSpec("ciwl", spec(0, assign_query_label_random=True, **free), **common, **MEANING["ciwl"]),
+        EvaluatorSpec("flip", spec(4, relabel="flip"), **common, **MEANING["flip"]),
+        EvaluatorSpec("icl", spec(4, relabel="01"), **common, **MEANING["icl"]),
+        EvaluatorSpec("iwl", spec(0, **free), **common, **MEANING["iwl"]),
     )
 
 
@@ -106,6 +135,38 @@ def _ih24() -> tuple[EvaluatorSpec, ...]:
 
 # Reference names: train = train_eval, icl = icl, flip = flip_icl, ciwl = iwl_copy_avail, iwl = pure_iwl.
 SUITES = {"ctx2": _ctx2, "ctx8": _ctx8, "ih24": _ih24}
+
+
+def spec_for(name: str, specs: Mapping[str, EvaluatorSpec] | None = None) -> EvaluatorSpec:
+    """The evaluator called ``name``: from ``specs`` (a run's own) if given and there, else the first built-in suite
+    that has it (ctx2, ctx8, ih24), else a plain spec (default headline metric, colour and rank; no pairs). Plots
+    and tables carry only evaluator names; this is how they learn what an evaluator means."""
+    if specs is not None and name in specs:
+        return specs[name]
+    found = _builtin(name)
+    return found if found is not None else EvaluatorSpec(name, SequenceSpec(context_len=2, burstiness=0))
+
+
+@cache
+def _builtin(name: str) -> EvaluatorSpec | None:
+    for suite in SUITES.values():
+        for spec in suite():
+            if spec.name == name:
+                return spec
+    return None
+
+
+def display_order(names: Iterable[str], specs: Mapping[str, EvaluatorSpec] | None = None) -> list[str]:
+    """``names`` by their specs' ``display_rank`` (ties keep the given order): the first is what a figure that
+    shows one evaluator at a time opens on."""
+    names = list(names)
+    return sorted(names, key=lambda n: spec_for(n, specs).display_rank)
+
+
+def progress_metrics(specs: Iterable[EvaluatorSpec]) -> list[tuple[str, str]]:
+    """``(evaluator, headline metric)`` of the evaluators the training progress bar shows, in display order."""
+    shown = {spec.name: spec for spec in specs if spec.progress}
+    return [(name, shown[name].headline_metric) for name in display_order(shown, shown)]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,11 @@
 
 In-context metrics push every label absent from y1..yN to -inf before the argmax/softmax, so with two distinct
 context labels chance is 0.5 and a target that is not in context (pure IWL eval) scores 0.
+
+Analyses read the same in-context metrics from the logits of a few labels only (``readout_labels``: the context
+labels and the target; ``in_context_scores``): interventions multiply the batch by their number of variants, so
+they read out these labels' logits (``ICLTransformer.unembed_query(..., labels)``) rather than every class (C25:
+12,800). Both read through the same pieces here (``distinct_mask``, ``_masked_acc_prob``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ def context_label_mask(context_labels: Int[Tensor, "batch ctx"], n_classes: int)
     return mask[:, :n_classes]
 
 
+def distinct_mask(context_labels: Int[Tensor, "batch ctx"]) -> Bool[Tensor, "batch ctx"]:
+    """True at the first occurrence of each label in a row (a repeated label is one candidate, as in the metrics)."""
+    same = context_labels[:, :, None] == context_labels[:, None, :]
+    earlier = torch.ones_like(same[0]).tril(-1).bool()
+    return ~(same & earlier).any(dim=-1)
+
+
 def _masked_acc_prob(logits: Tensor, drop: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Argmax accuracy and softmax probability of column ``target`` with the ``drop`` columns removed (a target
+    column past the last counts as absent: 0 and 0). Leading dimensions beyond ``drop``'s broadcast (variants)."""
     masked = logits.masked_fill(drop, float("-inf"))
     acc = (masked.argmax(dim=-1) == target) & ~drop.all(dim=-1)
     probs = torch.softmax(masked, dim=-1)
@@ -31,8 +45,10 @@ def _masked_acc_prob(logits: Tensor, drop: Tensor, target: Tensor) -> tuple[Tens
 
 
 def _take(values: Tensor, target: Tensor) -> Tensor:
+    """``values[..., target]`` per row, 0 where ``target`` is past the last column."""
     in_range = target < values.shape[-1]
-    picked = values.gather(1, target.clamp(max=values.shape[-1] - 1)[:, None])[:, 0]
+    index = target.clamp(max=values.shape[-1] - 1)[..., None].expand(*values.shape[:-1], 1)
+    picked = values.gather(-1, index)[..., 0]
     return torch.where(in_range, picked, torch.zeros_like(picked))
 
 
@@ -69,9 +85,7 @@ def _query_metrics(logits: Tensor, target: Tensor, context_labels: Tensor) -> di
     logit_t = logits.gather(1, t)[:, 0]
     labels = context_labels.clamp(max=n_classes)  # n_classes: "not a class"
     present = labels < n_classes
-    first = present.clone()  # each distinct in-context class once
-    for j in range(1, labels.shape[1]):
-        first[:, j] &= ~(labels[:, j:j + 1] == labels[:, :j]).any(dim=1)
+    first = distinct_mask(labels) & present  # each distinct in-context class once
     target_in = ((labels == target[:, None]) & present).any(dim=1)
 
     # in context: a handful of logits per row
@@ -137,3 +151,31 @@ def query_loss(logits: Float[Tensor, "batch classes"], target: Int[Tensor, " bat
                reduction: str = "mean") -> Tensor:
     """The training loss: mean cross-entropy at the query (``reduction="none"``: each sequence's)."""
     return F.cross_entropy(logits, target, reduction=reduction)
+
+
+def readout_labels(context_labels: Int[Tensor, "batch ctx"], target: Int[Tensor, " batch"]) -> Int[Tensor, "batch k"]:
+    """The labels ``in_context_scores`` needs logits for: the context labels, then the target."""
+    return torch.cat([context_labels, target[:, None]], dim=1)
+
+
+def in_context_scores(logits: Float[Tensor, "*variant batch k"], context_labels: Int[Tensor, "batch ctx"],
+                      target: Int[Tensor, " batch"]) -> dict[str, Float[Tensor, "*variant batch"]]:
+    """From the logits of ``readout_labels`` (the context labels followed by the target's): ``in_context_acc`` /
+    ``in_context_prob`` as ``query_metrics`` defines them, and ``target_logit_diff``, the target's logit minus the
+    mean logit of the other distinct context labels (defined on every evaluator, including pure IWL, where the
+    target is absent from the context and in-context accuracy is 0 by definition).
+
+    The in-context class set is the distinct context positions (``distinct_mask``), and the target's column is its
+    first context position (past the last where it is not in context). Ties (a hand-built or fully ablated model)
+    go to the earliest context position, where the full-vocabulary argmax takes the lowest class index; both are
+    chance on shuffled contexts.
+    """
+    n_ctx = context_labels.shape[1]
+    context_logits, target_logit = logits[..., :n_ctx], logits[..., n_ctx]
+    keep = distinct_mask(context_labels)
+    is_target = (context_labels == target[:, None]) & keep
+    position = torch.where(is_target.any(dim=-1), is_target.int().argmax(dim=-1), n_ctx)
+    acc, prob = _masked_acc_prob(context_logits, ~keep, position)
+    others = (keep & ~is_target).float()
+    other_mean = (context_logits * others).sum(-1) / others.sum(-1).clamp(min=1)
+    return {"in_context_acc": acc, "in_context_prob": prob, "target_logit_diff": target_logit - other_mean}

@@ -23,10 +23,11 @@ from coopetition.interventions import Intervened
 from coopetition.store.checkpoint import load_tensors
 from coopetition.store.rundir import (EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, leftovers_only, now_iso,
                                       package_versions)
-from coopetition.task.evaluators import eval_sets_tensors
+from coopetition.task.evalset import EvalData
+from coopetition.task.evaluators import eval_sets_tensors, progress_metrics
 from coopetition.task.sampler import SequenceBatch
 from coopetition.train.allocator import keep_freed_memory
-from coopetition.train.evaluate import PreparedEvalSet, evaluate, prepare_eval_sets
+from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.schedule import kept_resume_steps, schedule_steps
 from coopetition.train.setup import (Sizes, derive_sizes, eval_sets_for, load_run_bank, model_for, stored_eval_sets,
                                      training_pool)
@@ -34,7 +35,6 @@ from coopetition.train.sources import Source, keep_sources, load_source_model, r
 from coopetition.train.state import restore_resume, resume_layout, resume_tensors
 from coopetition.train.step import TrainStep, compiled_forward, lr_groups, make_optimizer, parameter_names
 
-PROGRESS_METRICS = (("flip", "in_context_acc"), ("ciwl", "in_context_acc"), ("icl", "in_context_acc"))
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     data_gen: torch.Generator
     step: TrainStep
-    prepared: list[PreparedEvalSet]
+    prepared: list[EvalData]
     bank: ExemplarBank
     sizes: Sizes
     eval_sets: dict[str, SequenceBatch]
@@ -173,6 +173,7 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
 
     started = time.perf_counter()
     last_eval: dict[tuple[str, str], float] = {}
+    shown = progress_metrics(config.eval.evaluators())  # the progress bar's scores: the specs say which
     # the bar counts optimizer steps taken (the last step is evaluated and saved, not trained): it ends at N/N
     bar = tqdm(initial=start_step, total=tc.steps, disable=not progress, desc="train", unit="step",
                dynamic_ncols=True)
@@ -184,8 +185,7 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
                 eval_rows += [{"step": step, "sequences": sequences, "evaluator": e, "metric": m, "value": v}
                               for (e, m), v in last_eval.items()]
                 writer.write_table("eval.csv", eval_rows, EVAL_COLUMNS)
-                bar.set_postfix({f"{e}": f"{last_eval[(e, m)]:.2f}" for e, m in PROGRESS_METRICS
-                                 if (e, m) in last_eval})
+                bar.set_postfix({f"{e}": f"{last_eval[(e, m)]:.2f}" for e, m in shown if (e, m) in last_eval})
             if step in ckpt_steps and not (continuing and step == start_step):
                 _checkpoint(writer, model, optimizer, data_gen, step, config, train_rows, running_loss, since_log)
             if step == tc.steps:
