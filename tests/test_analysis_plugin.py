@@ -232,3 +232,31 @@ def test_every_declared_figure_names_a_drawing_function():
             assert callable(resolve(figure.draw)), (name, figure.file)
             assert figure.values is None or callable(resolve(figure.values))
             assert set(figure.tables) <= {t for n in (name, *get(name).needs) for t in get(n).tables}, figure
+
+
+# --- pages reused from the cache while their tables and drawing code are unchanged ---------------------------------
+
+def test_unchanged_pages_are_copied_and_changed_ones_drawn(trained_run, tmp_path, monkeypatch):
+    import coopetition.plots.ablation as ablation_plot
+    import coopetition.plots.strategies as strategies_plot
+
+    drawn = []
+    for module in (ablation_plot, strategies_plot):
+        original = module.figure
+        monkeypatch.setattr(module, "figure", lambda *a, f=original, m=module.__name__, **k: drawn.append(m) or f(*a, **k))
+    config = AnalysisConfig(analyses=("strategies", "ablation"), n_seqs=8, workers=1)
+    cache = tmp_path / "cache"
+    first = analyze(trained_run, "10:", config, tmp_path / "a", progress_bar=False, cache_dir=cache)
+    assert sorted(drawn) == ["coopetition.plots.ablation", "coopetition.plots.strategies"]
+    drawn.clear()
+    again = analyze(trained_run, "10:", config, tmp_path / "b", progress_bar=False, cache_dir=cache)
+    assert drawn == ["coopetition.plots.strategies"]  # the inline headline is drawn for index.html; ablation copied
+    assert (again.out_dir / "ablation.html").read_bytes() == (first.out_dir / "ablation.html").read_bytes()
+    assert 'href="ablation.html"' in (again.out_dir / "index.html").read_text()
+    drawn.clear()
+    wider = analyze(trained_run, "0:", config, tmp_path / "c", progress_bar=False, cache_dir=cache)
+    assert sorted(drawn) == ["coopetition.plots.ablation", "coopetition.plots.strategies"]  # new steps: new tables
+    assert "steps 0..30" in (wider.out_dir / "ablation.html").read_text()
+    drawn.clear()
+    analyze(trained_run, "10:", config, tmp_path / "d", progress_bar=False, use_cache=False)
+    assert len(drawn) == 2  # no cache: every page drawn

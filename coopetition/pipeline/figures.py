@@ -5,13 +5,25 @@ functions they name in ``coopetition.plots``, plus ``index.html``. Every HTML fi
 An analysis without declared figures gets one generic page per table (value against sequences, a line per group),
 so a new analysis is visible in ``index.html`` the moment its class exists. ``replot`` rebuilds every page from the
 CSVs of an output folder.
+
+**Reused pages** (``reuse``: a folder, ``analyze`` passes ``CACHE/figures``). A page is a pure function of the bytes of
+the tables it is drawn from, the value it is drawn for, the line under its title (run and analysed steps) and the
+drawing code. ``analyze`` keys each page by the sha256 of exactly these (the code as the bytes of every module in
+``coopetition/plots`` and of the module defining its drawing function, plus the package versions), and copies a
+page drawn earlier under the same key instead of drawing it again: a second identical ``analyze`` draws only the
+inline headline figure, and after ``zoom`` or over new checkpoints every key changes (new table bytes, new steps) and
+everything is drawn anew. A cached page that is not a plain file of sane size is ignored and drawn.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
 import json
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +37,17 @@ from coopetition.plots.common import ensure_plotlyjs, steps_label, subtitle, wri
 from coopetition.plots.generic import generic_figure
 
 Page = tuple[Entry, Callable[[], go.Figure]]
+MAX_PAGE_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class Key:
+    """What a page is a function of, besides the tables' bytes and the drawing code: which function, on which
+    tables, for which ``each`` value."""
+
+    draw: str
+    tables: tuple[str, ...]
+    value: str | None = None
 
 
 def resolve(target: Callable | str) -> Callable:
@@ -46,15 +69,26 @@ def _values(figure: Figure, first: pd.DataFrame) -> list:
 
 def figure_pages(cls: type[Analysis], figure: Figure, frames: dict[str, pd.DataFrame | None]) -> list[Page]:
     """The pages of one declared figure (see ``Figure``)."""
-    tables = [frames.get(t) for t in (figure.tables or tuple(cls.tables))]
+    names_ = figure.tables or tuple(cls.tables)
+    tables = [frames.get(t) for t in names_]
     draw = figure.draw
     if figure.each is None:
-        return [(Entry(figure.file, figure.title, figure.caption), lambda: resolve(draw)(*tables))]
+        build = lambda: resolve(draw)(*tables)  # noqa: E731
+        build.key = Key(_name(draw), names_)
+        return [(Entry(figure.file, figure.title, figure.caption), build)]
     first, rest = tables[0], tables[1:]
     if first is None or not len(first):
         return []
-    return [(Entry(figure.file.format(value=v), figure.title.format(value=v), figure.caption),
-             lambda v=v: resolve(draw)(first, v, *rest)) for v in _values(figure, first)]
+    pages = []
+    for v in _values(figure, first):
+        build = lambda v=v: resolve(draw)(first, v, *rest)  # noqa: E731
+        build.key = Key(_name(draw), names_, repr(v))
+        pages.append((Entry(figure.file.format(value=v), figure.title.format(value=v), figure.caption), build))
+    return pages
+
+
+def _name(draw: Callable | str) -> str:
+    return draw if isinstance(draw, str) else f"{draw.__module__}:{draw.__qualname__}"
 
 
 def pages_for(name: str, frames: dict[str, pd.DataFrame | None]) -> list[Page]:
@@ -66,17 +100,22 @@ def pages_for(name: str, frames: dict[str, pd.DataFrame | None]) -> list[Page]:
         return []
     if cls.figures:
         return [page for figure in cls.figures for page in figure_pages(cls, figure, frames)]
-    return [(Entry(f"{table}.html", f"{cls.title or name}: {table}", cls.caption),
-             lambda table=table, frame=frame: generic_figure(frame, table))
-            for table, frame in own.items() if frame is not None and len(frame)]
+    pages = []
+    for table, frame in own.items():
+        if frame is not None and len(frame):
+            build = lambda table=table, frame=frame: generic_figure(frame, table)  # noqa: E731
+            build.key = Key("coopetition.plots.generic:generic_figure", (table,), table)
+            pages.append((Entry(f"{table}.html", f"{cls.title or name}: {table}", cls.caption), build))
+    return pages
 
 
 def write_figures(out: Path, frames: dict[str, pd.DataFrame], analyses: tuple[str, ...],
-                  shown: Path | None = None, run: str | None = None) -> dict[str, Path]:
+                  shown: Path | None = None, run: str | None = None, reuse: Path | None = None) -> dict[str, Path]:
     """Write every page the tables of ``analyses`` allow plus ``index.html``; returns ``{file name: path}``.
 
     ``shown`` is the folder named on the index page when ``out`` is a temporary folder swapped into place later;
-    ``run`` (the run's folder name) goes under every page's title with the analysed steps."""
+    ``run`` (the run's folder name) goes under every page's title with the analysed steps. ``reuse``: a folder of
+    pages drawn earlier (module docstring); the tables must be written in ``out`` as ``{table}.csv``."""
     out = Path(out)
     ensure_plotlyjs(out)
     written: dict[str, Path] = {}
@@ -88,18 +127,95 @@ def write_figures(out: Path, frames: dict[str, pd.DataFrame], analyses: tuple[st
         [f for f in frames.values() if f is not None and len(f)]
     analysed_steps = sorted({int(s) for f in analysed for s in f["step"].unique()})
     steps = sorted({int(s) for f in frames.values() if f is not None and len(f) for s in f["step"].unique()})
+    line_under = (f"run {run} · " if run else "") + steps_label(analysed_steps)
+    keys = _Keys(out, line_under) if reuse is not None else None
     for name in analyses:
         for entry, build in pages_for(name, frames):
-            fig = build()
-            subtitle(fig, (f"run {run} · " if run else "") + steps_label(analysed_steps))
-            written[entry.file] = write_figure(fig, out / entry.file)
             entries.append(entry)
+            key = keys.of(entry, build) if keys is not None and entry.file not in inline else None
+            if key is not None and _copy(Path(reuse) / f"{key}.html", out / entry.file):
+                written[entry.file] = out / entry.file
+                continue
+            fig = build()
+            subtitle(fig, line_under)
+            written[entry.file] = write_figure(fig, out / entry.file)
+            if key is not None:
+                _keep(out / entry.file, Path(reuse) / f"{key}.html")
             if entry.file in inline and headline is None:
                 headline = fig
     line = (f"{len(steps)} steps, {steps[0]}..{steps[-1]}" if steps else "no rows") + f" — {Path(shown or out).resolve()}"
     tables = [f"{t}.csv" for name in analyses for t in get(name).tables if t in frames]
     written["index.html"] = write_index(out, entries, tables, headline, line)
     return written
+
+
+class _Keys:
+    """Page keys (module docstring): the tables' bytes hashed once each, the plotting code once."""
+
+    def __init__(self, out: Path, line_under: str) -> None:
+        from coopetition.store.rundir import package_versions
+
+        self.out, self.line_under = out, line_under
+        self.tables: dict[str, str | None] = {}
+        plots = Path(inspect.getsourcefile(subtitle)).parent
+        self.code = {p.name: _sha256(p) for p in sorted(plots.glob("*.py"))}
+        self.versions = {k: v for k, v in package_versions().items() if k != "platform"}
+
+    def table(self, name: str) -> str | None:
+        if name not in self.tables:
+            path = self.out / f"{name}.csv"
+            self.tables[name] = _sha256(path) if path.is_file() else None
+        return self.tables[name]
+
+    def of(self, entry: Entry, build: Callable) -> str | None:
+        key = getattr(build, "key", None)
+        if key is None:
+            return None
+        try:
+            module = inspect.getsourcefile(resolve(key.draw))
+        except TypeError:
+            return None
+        blob = {"key": [key.draw, list(key.tables), key.value], "entry": [entry.file, entry.title],
+                "line": self.line_under, "tables": [self.table(t) for t in key.tables],
+                "code": self.code, "module": _sha256(Path(module)) if module else None, "versions": self.versions}
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:40]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy(cached: Path, page: Path) -> bool:
+    """Copy a page drawn earlier; False (draw it) unless it is a plain file of sane size that copies whole."""
+    try:
+        if cached.is_symlink() or not cached.is_file() or not 0 < cached.stat().st_size <= MAX_PAGE_BYTES:
+            return False
+        shutil.copyfile(cached, page)
+        return True
+    except OSError:
+        return False
+
+
+def _keep(page: Path, cached: Path) -> None:
+    """Keep a drawn page for reuse: copied beside, then renamed into place (a reader never sees half a page). A
+    cache that cannot be written only costs the reuse."""
+    import os
+    import tempfile
+
+    tmp = None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{cached.name}.", suffix=".tmp", dir=cached.parent)
+        os.close(fd)
+        shutil.copyfile(page, tmp)
+        os.replace(tmp, cached)
+    except OSError:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def _read(out: Path, table: str) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """``analyze``: compute (``analysis.runner``: selection, cache, workers, fan-out) -> tables -> figures -> index.html,
 the output folder written whole into a temporary sibling and swapped in, so an interrupted analyze leaves the previous
-complete output (or none), never new tables beside old figures."""
+complete output (or none), never new tables beside old figures. With the cache on, pages whose tables and drawing
+code are unchanged are copied from ``CACHE/figures`` instead of drawn again (``figures.py``)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
     out, timer = found.out, found.timer
     with atomic_directory(out) as tmp:
         tables, frames, skipped = write_tables(tmp, found)
-        written = timer.run("figures", write_figures, tmp, frames, config.analyses, shown=out, run=Path(run_dir).name)
+        reuse = Path(found.cache["dir"]) / "figures" if found.cache["dir"] is not None else None
+        written = timer.run("figures", write_figures, tmp, frames, config.analyses, shown=out, run=Path(run_dir).name,
+                            reuse=reuse)
         write_record(tmp, found)
     figures = {name: out / path.name for name, path in written.items()}
     return AnalysisResult(out, found.selection.steps, tables, figures, dict(timer.seconds), dict(timer.cpu), skipped,
