@@ -243,7 +243,8 @@ def test_unchanged_pages_are_copied_and_changed_ones_drawn(trained_run, tmp_path
     drawn = []
     for module in (ablation_plot, strategies_plot):
         original = module.figure
-        monkeypatch.setattr(module, "figure", lambda *a, f=original, m=module.__name__, **k: drawn.append(m) or f(*a, **k))
+        monkeypatch.setattr(module, "figure",
+                            lambda *a, f=original, m=module.__name__, **k: drawn.append(m) or f(*a, **k))
     config = AnalysisConfig(analyses=("strategies", "ablation"), n_seqs=8, workers=1)
     cache = tmp_path / "cache"
     first = analyze(trained_run, "10:", config, tmp_path / "a", progress_bar=False, cache_dir=cache)

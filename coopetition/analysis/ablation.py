@@ -100,11 +100,13 @@ def spec_text(interventions: tuple[Intervention, ...]) -> str:
     return " + ".join(i.spec for i in interventions) or "none"
 
 
-PAGE_CAPTION = ("Change in in-context accuracy when a head (L{layer}H{head}, layers 0-indexed), a whole layer, all heads "
-           "or the token embedding is ablated (zero, mean, resample; zero with patterns or values kept from the clean "
-           "pass), the Q/K/V-composition test and token-embedding ablation. Blue: the ablation lowers the evaluator's "
-           "in-context accuracy, so the unit helps the answer; red: raises it (e.g. Flip rises when a CIWL head is "
-           "removed) — the same blue/red as the patching and circuit pages. Pick the evaluator.")
+PAGE_CAPTION = (
+    "Change in in-context accuracy when a head (L{layer}H{head}, layers 0-indexed), a whole layer, all heads "
+    "or the token embedding is ablated (zero, mean, resample; zero with patterns or values kept from the "
+    "clean pass), the Q/K/V-composition test and token-embedding ablation. Blue: the ablation lowers the "
+    "evaluator's in-context accuracy, so the unit helps the answer; red: raises it (e.g. Flip rises when a "
+    "CIWL head is removed) — the same blue/red as the patching and circuit pages. Pick the evaluator."
+)
 
 
 class AblationAnalysis(Analysis):
@@ -114,7 +116,8 @@ class AblationAnalysis(Analysis):
                               "is ablated, and the Q/K/V-composition test (C25 section 5.3).")
     tables: ClassVar[dict] = {"ablation": ("step", "sequences", "evaluator", "unit", "method", "intervention", "metric",
                                            "value", "delta")}
-    figures: ClassVar[tuple] = (Figure("ablation.html", "Head ablation", PAGE_CAPTION, "coopetition.plots.ablation:figure"),)
+    figures: ClassVar[tuple] = (Figure("ablation.html", "Head ablation", PAGE_CAPTION,
+                                       "coopetition.plots.ablation:figure"),)
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
         rows = []

@@ -7,9 +7,9 @@ One entry is one analysis's rows for one checkpoint under one set of settings, a
 (default ``CACHE`` = ``OUT_cache`` beside the output folder: ``RUN/analysis_cache`` for the default output
 ``RUN/analysis``; an analysis written outside the run leaves the run untouched). The checkpoint is named by the sha256 the run's manifest recorded for
 its file (checked against the file when the run was opened), so a checkpoint rewritten under the same step is a
-new entry. The settings key hashes everything that can change an analysis's numbers: the shared fields of the analysis config
-(except the ones that only say how the work is spread: ``analyses``, ``threads``, ``workers``) and that analysis's
-own settings (not another's: changing the probe settings keeps ablation's entries), the
+new entry. The settings key hashes everything that can change an analysis's numbers: the shared fields of the
+analysis config (except the ones that only say how the work is spread: ``analyses``, ``threads``, ``workers``) and
+that analysis's own settings (not another's: changing the probe settings keeps ablation's entries), the
 evaluators, the run's own interventions and kept sources, and the package versions a run records (coopetition,
 torch, TransformerLens, numpy, ...). Entries are written one by one, atomically, as each checkpoint finishes, so an interrupted
 ``analyze`` keeps what it finished; the output folder itself is still swapped in whole at the end.

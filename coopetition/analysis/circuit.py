@@ -118,11 +118,15 @@ def circuit_rows(forward: Intervened, pair: PatchPair, max_rows: int) -> list[di
     return rows
 
 
-PAGE_CAPTION = ("The computational graph (embeddings, heads, logits) with every edge's effect through Q, K or V by "
-           "exact path patching (width/colour; hover: both estimators), a threshold to hide weak edges and a "
-           "slider over checkpoints under the strategy curves.")
-PAGE_CAPTION_AGREEMENT = ("Edge attribution patching against exact path patching over training: Spearman correlation "
-                     "over all edges and overlap of the five largest edges, per pair.")
+PAGE_CAPTION = (
+    "The computational graph (embeddings, heads, logits) with every edge's effect through Q, K or V by exact "
+    "path patching (width/colour; hover: both estimators), a threshold to hide weak edges and a slider over "
+    "checkpoints under the strategy curves."
+)
+PAGE_CAPTION_AGREEMENT = (
+    "Edge attribution patching against exact path patching over training: Spearman correlation over all "
+    "edges and overlap of the five largest edges, per pair."
+)
 
 
 class CircuitAnalysis(Analysis):
@@ -135,8 +139,9 @@ class CircuitAnalysis(Analysis):
     by_default: ClassVar[bool] = False  # ~30 s per checkpoint on a busy CPU: several times all the others together
     settings_of: ClassVar[str] = "patching"  # its pairs are patching's (--patch-seqs)
     figures: ClassVar[tuple] = (
-        Figure("circuit_{value}.html", "Circuit over training ({value})", PAGE_CAPTION, "coopetition.plots.circuit:figure",
-               tables=("circuit", "strategies"), each="pair", values="coopetition.plots.circuit:pairs"),
+        Figure("circuit_{value}.html", "Circuit over training ({value})", PAGE_CAPTION,
+               "coopetition.plots.circuit:figure", tables=("circuit", "strategies"), each="pair",
+               values="coopetition.plots.circuit:pairs"),
         Figure("circuit_agreement.html", "Edge attribution vs path patching", PAGE_CAPTION_AGREEMENT,
                "coopetition.plots.circuit:agreement_figure"))
 

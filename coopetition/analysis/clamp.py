@@ -23,8 +23,8 @@ out from the interpolated residual (final LayerNorm and the needed label logits)
 float rounding (~1e-7 relative; an accuracy can differ only where two label logits are that close), checked against
 the one-pass-per-strength method in ``tests/test_analysis_fast_clamp.py``. It is used only where it is exact in
 real arithmetic: no MLPs and no run or ``--intervene`` edits (which might act after the clamp); otherwise, or with
-``--clamp-exact`` (``ClampSettings.exact``), every strength is its own pass. ``prev_token`` clamps (layer 0) feed a nonlinear
-later layer and always run one pass per strength.
+``--clamp-exact`` (``ClampSettings.exact``), every strength is its own pass. ``prev_token`` clamps (layer 0) feed a
+nonlinear later layer and always run one pass per strength.
 """
 
 from __future__ import annotations
@@ -120,10 +120,12 @@ def linear_logits(forward: Intervened, data: EvalData, baseline, variants: list[
     return out
 
 
-PAGE_CAPTION = ("Dose-response of single heads: in-context accuracy when a head's attention is clamped to strength S "
-           "(last layer: S on the correct label, 1-S on the other, attention delta 2S-1; first layer: S on the "
-           "previous token). Columns: the head's layer-mates kept, ablated, or the head isolated (C25 Fig 2b: a "
-           "copier rises monotonically and passes 0.5 at S = 0.5). Slider: checkpoint.")
+PAGE_CAPTION = (
+    "Dose-response of single heads: in-context accuracy when a head's attention is clamped to strength S "
+    "(last layer: S on the correct label, 1-S on the other, attention delta 2S-1; first layer: S on the "
+    "previous token). Columns: the head's layer-mates kept, ablated, or the head isolated (C25 Fig 2b: a "
+    "copier rises monotonically and passes 0.5 at S = 0.5). Slider: checkpoint."
+)
 
 
 def clamp_rows(forward: Intervened, data: EvalData, baseline, variants: list[tuple[dict, tuple]], max_rows: int,

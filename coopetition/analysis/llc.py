@@ -119,13 +119,16 @@ def chain_rows(trace: Tensor, init_loss: float, nbeta: float, burnin: int, faile
     return rows + [summary]
 
 
-PAGE_CAPTION = ("Local learning coefficient of every checkpoint (SGLD around it on the training distribution; bars: std "
-           "across chains, dots: each chain) under the strategy curves, on the same step axis, and the loss at the "
-           "checkpoint, L(w*). Dotted lines: ICL peak and ICL/CIWL crossover.")
-PAGE_CAPTION_TRACES = ("SGLD diagnostics: every chain's loss at every step (dashed: L(w*)) and its running LLC estimate "
-                  "(nbeta * (mean loss so far - L(w*))). A well calibrated chain settles within the first draws and "
-                  "its running estimate flattens; a climbing or diverging trace means the step size is too large. "
-                  "Slider: checkpoint.")
+PAGE_CAPTION = (
+    "Local learning coefficient of every checkpoint (SGLD around it on the training distribution; bars: std "
+    "across chains, dots: each chain) under the strategy curves, on the same step axis, and the loss at the "
+    "checkpoint, L(w*). Dotted lines: ICL peak and ICL/CIWL crossover."
+)
+PAGE_CAPTION_TRACES = (
+    "SGLD diagnostics: every chain's loss at every step (dashed: L(w*)) and its running LLC estimate (nbeta "
+    "* (mean loss so far - L(w*))). A well calibrated chain settles within the first draws and its running "
+    "estimate flattens; a climbing or diverging trace means the step size is too large. Slider: checkpoint."
+)
 
 
 @dataclass(frozen=True)

@@ -145,16 +145,21 @@ def patching_rows(forward: Intervened, pair: PatchPair, clean: ActivationCache, 
     return rows
 
 
-PAGE_CAPTION_POSITIONS = ("Normalised logit difference restored by patching one clean activation into the corrupted run: "
-                     "residual stream per layer boundary x token position (top) and each head's output per position "
-                     "(bottom), one column per clean/corrupted pair; the slider picks the checkpoint. Blue: restores "
-                     "the clean answer (helps it); red: pushes towards the corrupted one. Grey: too small a "
-                     "clean/corrupted gap to read.")
-PAGE_CAPTION_HEADS = ("Per-head patching over training: head output (z), queries, keys, values or attention pattern of "
-                 "each head, exact or attribution (gradient) estimate (menu), one column per pair.")
-PAGE_CAPTION_ATTRIBUTION = ("Attribution patching against exact patching for every head's output at every checkpoint "
-                       "(top) and their agreement over training (bottom: Spearman rank correlation; sign agreement "
-                       "on the three largest effects).")
+PAGE_CAPTION_POSITIONS = (
+    "Normalised logit difference restored by patching one clean activation into the corrupted run: residual "
+    "stream per layer boundary x token position (top) and each head's output per position (bottom), one "
+    "column per clean/corrupted pair; the slider picks the checkpoint. Blue: restores the clean answer "
+    "(helps it); red: pushes towards the corrupted one. Grey: too small a clean/corrupted gap to read."
+)
+PAGE_CAPTION_HEADS = (
+    "Per-head patching over training: head output (z), queries, keys, values or attention pattern of each "
+    "head, exact or attribution (gradient) estimate (menu), one column per pair."
+)
+PAGE_CAPTION_ATTRIBUTION = (
+    "Attribution patching against exact patching for every head's output at every checkpoint (top) and their "
+    "agreement over training (bottom: Spearman rank correlation; sign agreement on the three largest "
+    "effects)."
+)
 
 
 @dataclass(frozen=True)

@@ -76,10 +76,12 @@ def probe_rows(n_layers: int, data: EvalData, cache: ActivationCache, steps: int
     return rows
 
 
-PAGE_CAPTION = ("Held-out accuracy of linear probes on the residual stream (rows: layer boundary 'resid l' x token; "
-           "columns: checkpoints) for the query's class, whether each context exemplar matches the query, the "
-           "position of the correct label, each label's identity and each context exemplar's class. A white cross "
-           "marks a cell no better than chance (the majority class; hover shows both). Pick the evaluator.")
+PAGE_CAPTION = (
+    "Held-out accuracy of linear probes on the residual stream (rows: layer boundary 'resid l' x token; "
+    "columns: checkpoints) for the query's class, whether each context exemplar matches the query, the "
+    "position of the correct label, each label's identity and each context exemplar's class. A white cross "
+    "marks a cell no better than chance (the majority class; hover shows both). Pick the evaluator."
+)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ class ProbeSettings:
     def __post_init__(self) -> None:
         for name, low in (("seqs", 16), ("classes", 3), ("steps", 1)):
             if getattr(self, name) < low:
-                raise ConfigError(f"analysis probes.{name} (--probe-{name}) must be >= {low}, got {getattr(self, name)}")
+                raise ConfigError(f"analysis probes.{name} (--probe-{name}) must be >= {low}, "
+                                  f"got {getattr(self, name)}")
         if not 0 <= self.l2 < float("inf"):
             raise ConfigError(f"analysis probes.l2 (--probe-l2) must be finite and >= 0, got {self.l2}")
 
@@ -110,7 +113,8 @@ class ProbesAnalysis(Analysis):
                                          "value")}
     Settings = ProbeSettings
     flag_prefix: ClassVar[str] = "probe"
-    figures: ClassVar[tuple] = (Figure("probes.html", "Linear probes", PAGE_CAPTION, "coopetition.plots.probes:figure"),)
+    figures: ClassVar[tuple] = (Figure("probes.html", "Linear probes", PAGE_CAPTION,
+                                       "coopetition.plots.probes:figure"),)
 
     def prepare(self) -> None:
         run, cfg, s = self.context.run, self.config, self.settings

@@ -7,8 +7,8 @@ declares). It is loaded from
 
 - ``COOPETITION_PLUGINS``: a comma list of importable module names (e.g. ``my_analysis`` with its folder on
   ``PYTHONPATH``), or
-- the ``coopetition.analyses`` entry-point group of an installed package (``[project.entry-points."coopetition.analyses"]``
-  ``mine = "my_package.my_analysis"``).
+- the ``coopetition.analyses`` entry-point group of an installed package
+  (``[project.entry-points."coopetition.analyses"]`` ``mine = "my_package.my_analysis"``).
 
 A plug-in that cannot be imported is a one-line ``ConfigError`` naming it.
 """
@@ -33,7 +33,8 @@ def _load_plugins() -> None:
         try:
             entry.load() if entry is not None else importlib.import_module(module)
         except Exception as err:  # noqa: BLE001  (a broken plug-in is the user's to fix: say which, in one line)
-            where = f"entry point {entry.name!r} ({module})" if entry is not None else f"{PLUGINS_ENV} module {module!r}"
+            where = (f"entry point {entry.name!r} ({module})" if entry is not None
+                     else f"{PLUGINS_ENV} module {module!r}")
             raise ConfigError(f"cannot load analysis plug-in {where}: {type(err).__name__}: {err}") from None
 
 

@@ -134,11 +134,13 @@ def scorecard_rows(measured: dict[str, float]) -> list[dict]:
              "high": c.high, "section": c.section} for c in PAPER if c.check in measured]
 
 
-PAGE_CAPTION = ("Paper (REFERENCE §9.5-9.8) vs measured, per checkpoint: final accuracies, peak positions, layer-0 direct "
-           "effect, only-Q/K/V recomputed, all heads removed, copier curve, layer-0 switch. Green: inside the "
-           "agreement band; red: outside; grey: not compared (words only or a different scale); amber: cannot be "
-           "judged on this run (a peak on its last step, still rising). The paper's "
-           "mechanistic numbers are for its final 64M checkpoint.")
+PAGE_CAPTION = (
+    "Paper (REFERENCE §9.5-9.8) vs measured, per checkpoint: final accuracies, peak positions, layer-0 "
+    "direct effect, only-Q/K/V recomputed, all heads removed, copier curve, layer-0 switch. Green: inside "
+    "the agreement band; red: outside; grey: not compared (words only or a different scale); amber: cannot "
+    "be judged on this run (a peak on its last step, still rising). The paper's mechanistic numbers are for "
+    "its final 64M checkpoint."
+)
 
 
 class ScorecardAnalysis(Analysis):

@@ -68,9 +68,11 @@ def strategies_table(eval_table: pd.DataFrame, first_step: int, last_step: int,
     return out.astype({"step": int, "sequences": int})
 
 
-PAGE_CAPTION = ("Evaluator curves from the run's eval log: in-context accuracy (IWL: full-vocabulary accuracy) and loss. "
-           "Markers: ICL peak (Flip maximum), ICL-eval peak, and the ICL/CIWL crossover (Flip falls below 0.5); a "
-           "maximum on the last eval step is marked 'not yet peaked'.")
+PAGE_CAPTION = (
+    "Evaluator curves from the run's eval log: in-context accuracy (IWL: full-vocabulary accuracy) and loss. "
+    "Markers: ICL peak (Flip maximum), ICL-eval peak, and the ICL/CIWL crossover (Flip falls below 0.5); a "
+    "maximum on the last eval step is marked 'not yet peaked'."
+)
 
 
 class StrategiesAnalysis(Analysis):
@@ -80,8 +82,8 @@ class StrategiesAnalysis(Analysis):
                               "ICL/CIWL crossover.")
     tables: ClassVar[dict] = {"strategies": tuple(COLUMNS)}
     needs_model: ClassVar[bool] = False
-    figures: ClassVar[tuple] = (Figure("strategies.html", "Strategies", PAGE_CAPTION, "coopetition.plots.strategies:figure",
-                                       inline=True),)
+    figures: ClassVar[tuple] = (Figure("strategies.html", "Strategies", PAGE_CAPTION,
+                                       "coopetition.plots.strategies:figure", inline=True),)
 
     def run_rows(self, steps: tuple[int, ...]) -> dict[str, list[dict]]:
         table = strategies_table(self.context.run.eval_table(), steps[0], steps[-1], self.context.evaluators)
