@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.runner import analyze
+from coopetition.pipeline import analyze
 
 
 def cpu_seconds() -> float:

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 torch.set_num_threads(1)
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.runner import analyze
+from coopetition.pipeline import analyze
 run, spec, name, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
 kwargs = {"use_cache": False} if "use_cache" in inspect.signature(analyze).parameters else {}
 warnings.simplefilter("ignore")
@@ -81,7 +81,7 @@ def per_analysis(args) -> None:
 
 def incremental(args) -> None:
     from coopetition.analysis.config import AnalysisConfig
-    from coopetition.analysis.runner import analyze
+    from coopetition.pipeline import analyze
 
     config = AnalysisConfig(analyses=tuple(args.analyses.split(",")) if args.analyses else None)
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +100,7 @@ def incremental(args) -> None:
 
 def full(args) -> None:
     from coopetition.analysis.config import AnalysisConfig
-    from coopetition.analysis.runner import analyze
+    from coopetition.pipeline import analyze
 
     workers = None if args.workers == "auto" else int(args.workers)
     config = AnalysisConfig(workers=workers)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from coopetition.analysis.config import AnalysisConfig, LLCConfig
-from coopetition.analysis.runner import analyze
+from coopetition.analysis.config import AnalysisConfig
+from coopetition.analysis.llc import LLCSettings
+from coopetition.pipeline import analyze
 
 
 def main() -> None:
@@ -26,15 +27,15 @@ def main() -> None:
     p.add_argument("run", type=Path)
     p.add_argument("--steps", default="1000,3000,6000")
     p.add_argument("--lr", default="1e-6,3e-6,1e-5,3e-5")
-    p.add_argument("--gamma", type=float, default=LLCConfig.gamma)
+    p.add_argument("--gamma", type=float, default=LLCSettings.gamma)
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--draws", type=int, default=100)
     p.add_argument("--out", type=Path, default=Path("llc-calibration"))
     args = p.parse_args()
     rows = []
     for lr in (float(x) for x in args.lr.split(",")):
-        llc = replace(LLCConfig(), lr=lr, gamma=args.gamma, chains=args.chains, draws=args.draws)
-        config = AnalysisConfig(analyses=("llc",), llc=llc, workers=1, threads=1)
+        llc = replace(LLCSettings(), lr=lr, gamma=args.gamma, chains=args.chains, draws=args.draws)
+        config = AnalysisConfig(analyses=("llc",), settings={"llc": llc}, workers=1, threads=1)
         start = time.perf_counter()
         result = analyze(args.run, args.steps, config, args.out / f"lr_{lr:g}", progress_bar=False)
         seconds = time.perf_counter() - start

@@ -53,7 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train a model with dense checkpoints and the strategy evaluators", "coopetition.cli:add_train_parser"),
     "presets": ("list the named configs", "coopetition.cli:add_presets_parser"),
     "analyze": ("dissect a run across checkpoints (ablation, patching, clamping, ...)",
-                "coopetition.analysis.cli:add_parser"),
+                "coopetition.pipeline.cli:add_parser"),
     "bank": ("build an image bank (Omniglot features, rendered glyphs) or inspect any bank",
              "coopetition.images.cli:add_parser"),
     "sweep": ("run a grid of trainings through submitit (local or Slurm), aggregate", "coopetition.sweep.cli:add_parser"),
@@ -226,7 +226,11 @@ def _one_line_warnings(show):
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(command_of(argv), lazy=True)
+    try:
+        parser = build_parser(command_of(argv), lazy=True)  # may load analysis plug-ins (analysis.registry)
+    except CoopetitionError as err:
+        print(f"coopetition: error: {one_line(str(err))}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     show = warnings.showwarning
     warnings.showwarning = _one_line_warnings(show)

@@ -189,7 +189,7 @@ def read_analyze(case: Case, target: Path | None = None) -> Outcome:
     Figures are left out: they are built from the output tables, never from the run (and cost 4 s a call)."""
     out = case.scratch / "analysis"
     shutil.rmtree(out, ignore_errors=True)
-    with mock.patch("coopetition.plots.write_figures", lambda out_dir, frames, analyses, shown=None, run=None: {}):
+    with mock.patch("coopetition.pipeline.run.write_figures", lambda out_dir, frames, analyses, **_: {}):
         code, message = _cli(["analyze", str(target or case.run), "--checkpoint-range", "-2:", "--analyses",
                               "strategies,progress", "--n-seqs", "8", "--workers", "1", "--no-progress",
                               "--out", str(out)])

@@ -10,7 +10,7 @@ from coopetition.analysis.pairs import exemplar_swap, icl_swap
 from coopetition.interventions import Intervened, Patch
 from coopetition.interventions.paths import sender_output
 from coopetition.model import ModelConfig
-from coopetition.plots import write_figures
+from coopetition.pipeline import write_figures
 from coopetition.plots.circuit import figure
 from tests.analysis_handmade import INDUCTION, handmade_data, handmade_model
 

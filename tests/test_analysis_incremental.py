@@ -17,7 +17,7 @@ import pytest
 from coopetition.analysis.cache import Store
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.fanout import FanOut, chunks
-from coopetition.analysis.runner import analyze as _analyze
+from coopetition.pipeline import analyze as _analyze
 from coopetition.cli import main
 from coopetition.errors import ConfigError
 from coopetition.train.loop import train
@@ -26,7 +26,7 @@ from tests.conftest import tiny_run_config
 SPARSE = dict(steps=30, checkpoint_schedule="every:10", eval_schedule="every:15", resume_schedule="at:10")
 # cheap but covering: forward-pass analyses with batched variants, the figures, and strategies (no model)
 CONFIG = AnalysisConfig(analyses=("strategies", "ablation", "progress", "clamp"), n_seqs=24, workers=1,
-                        clamp_strengths=(0.0, 0.5, 1.0))
+                        settings={"clamp": {"strengths": (0.0, 0.5, 1.0)}})
 MODEL = ("ablation", "progress", "clamp")
 
 
@@ -96,15 +96,16 @@ def test_an_analysis_that_reads_the_eval_log_is_recomputed_when_the_log_changes(
     import pandas as pd
 
     config = AnalysisConfig(analyses=("scorecard", "progress"), n_seqs=16, workers=1)
-    assert analyze(run, "0:", config, tmp_path / "a", progress_bar=False).computed == {"scorecard": 4,
-                                                                                        "progress": 4}
+    # the scorecard brings the ablation and clamp analyses whose tables it reads
+    assert analyze(run, "0:", config, tmp_path / "a", progress_bar=False).computed == {
+        "ablation": 4, "clamp": 4, "scorecard": 4, "progress": 4}
     log = pd.read_csv(run / "eval.csv")
     flip = (log["evaluator"] == "flip") & (log["metric"] == "in_context_acc")
     log.loc[flip, "value"] = 0.1
     log.loc[flip & (log["step"] == 15), "value"] = 0.9
     log.to_csv(run / "eval.csv", index=False)
     again = analyze(run, "0:", config, tmp_path / "b", progress_bar=False)
-    assert again.computed == {"scorecard": 4, "progress": 0}
+    assert again.computed == {"ablation": 0, "clamp": 0, "scorecard": 4, "progress": 0}
     assert _tables(tmp_path / "b") == _scratch(run, "0:", tmp_path / "c", config)
 
 

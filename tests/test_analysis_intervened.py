@@ -11,7 +11,7 @@ import pytest
 
 from coopetition.analysis.base import REGISTRY, Analysis
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.runner import analyze
+from coopetition.pipeline import analyze
 from coopetition.cli import build_parser, main
 from coopetition.train.loop import train
 from tests.conftest import tiny_run_config

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from coopetition.analysis.config import AnalysisConfig, LLCConfig
-from coopetition.analysis.llc import FIELDS, chain_rows, encode, make_loss
+from coopetition.analysis.config import AnalysisConfig
+from coopetition.analysis.llc import FIELDS, LLCSettings, chain_rows, encode, make_loss
 from coopetition.cli import main
 from coopetition.errors import ConfigError
 
@@ -31,7 +31,7 @@ def test_llc_is_opt_in_and_brings_the_strategy_curves():
                                          ("batch_size", 1), ("n_seqs", 8)])
 def test_bad_llc_settings_are_config_errors(field, value):
     with pytest.raises(ConfigError, match=f"llc.{field}"):
-        replace(LLCConfig(batch_size=16), **{field: value})
+        replace(LLCSettings(batch_size=16), **{field: value})
 
 
 def test_estimator_arithmetic_on_a_hand_built_trace():
@@ -84,12 +84,12 @@ def test_llc_on_a_tiny_run(trained_run, tmp_path):
     pytest.importorskip("devinterp.slt.sampling")
     from coopetition.analysis.execution import build_context
     from coopetition.analysis.loading import LoadedRun, load_checkpoint
-    from coopetition.analysis.runner import analyze
+    from coopetition.pipeline import analyze
     from coopetition.task.metrics import query_loss
 
-    llc = LLCConfig(lr=1e-5, gamma=100.0, chains=2, draws=6, burnin=2, batch_size=8, n_seqs=32)
+    llc = LLCSettings(lr=1e-5, gamma=100.0, chains=2, draws=6, burnin=2, batch_size=8, n_seqs=32)
     # an added intervention: the sampled network is the analysed one (here L1 ablated), not the bare model
-    config = AnalysisConfig(analyses=("llc",), llc=llc, workers=1, interventions=("ablate:1:*",))
+    config = AnalysisConfig(analyses=("llc",), settings={"llc": llc}, workers=1, interventions=("ablate:1:*",))
     result = analyze(trained_run, "30", config, tmp_path, progress_bar=False)
     table = pd.read_csv(result.tables["llc"])
     trace = pd.read_csv(result.tables["llc_trace"])
@@ -134,7 +134,7 @@ def test_llc_on_a_tiny_run(trained_run, tmp_path):
 
 
 def test_cli_flags_reach_the_llc_settings():
-    from coopetition.analysis.cli import config_from_args
+    from coopetition.pipeline.cli import config_from_args
     from coopetition.cli import build_parser
 
     args = build_parser().parse_args(["analyze", "run", "--checkpoint-range", "0", "--analyses", "llc",
@@ -142,6 +142,6 @@ def test_cli_flags_reach_the_llc_settings():
                                       "--llc-chains", "3", "--llc-draws", "40", "--llc-burnin", "5"])
     config = config_from_args(args)
     assert config.analyses == ("strategies", "llc")
-    c = config.llc
+    c = config.settings_for("llc")
     assert (c.lr, c.gamma, c.nbeta, c.chains, c.draws, c.burnin) == (2e-5, 300, 50, 3, 40, 5)
-    assert config.to_dict()["llc"]["gamma"] == 300  # recorded in analysis.json
+    assert config.to_dict()["settings"]["llc"]["gamma"] == 300  # recorded in analysis.json

@@ -8,7 +8,8 @@ import torch
 
 from coopetition.analysis.registry import get, names
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.runner import SelectionWarning, analyze
+from coopetition.analysis.runner import SelectionWarning
+from coopetition.pipeline import analyze
 from coopetition.cli import main
 from coopetition.errors import ConfigError
 from coopetition.train.loop import train
@@ -16,7 +17,7 @@ from tests.conftest import tiny_run_config
 
 pytestmark = pytest.mark.e2e
 
-SMALL = dict(n_seqs=24, patch_seqs=12, probe_seqs=48, probe_steps=5)
+SMALL = dict(n_seqs=24, settings={"patching": {"seqs": 12}, "probes": {"seqs": 48, "steps": 5}})
 DEFAULT = [name for name in names() if get(name).by_default]  # llc is opt-in (tests/test_analysis_llc.py)
 TABLES = {table: list(columns) for name in DEFAULT for table, columns in get(name).tables.items()}
 
@@ -138,7 +139,7 @@ def test_cli_analyze(tiny_run, tmp_path, capsys):
     (["RUN", "--checkpoint-range", "0:", "--intervene", "ablate:3:0"], "head 3:0 does not exist"),
     (["RUN", "--checkpoint-range", "0:", "--intervene", "graft_out:/no/such/run@10:0"], "is not a coopetition run"),
     (["RUN", "--checkpoint-range", "0:", "--intervene", "preserve:patterns:4"], "layer 4 does not exist"),
-    (["RUN", "--checkpoint-range", "0:", "--clamp-strengths", "0,2"], "clamp_strengths"),
+    (["RUN", "--checkpoint-range", "0:", "--clamp-strengths", "0,2"], "--clamp-strengths"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_run, tmp_path, capsys, argv, message):
     argv = [str(tiny_run) if a == "RUN" else a for a in argv]

@@ -7,13 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from coopetition.analysis.config import STRENGTHS, AnalysisConfig
+from coopetition.analysis.ablation import ablation_rows
+from coopetition.analysis.clamp import STRENGTHS, clamp_rows, clamp_variants
+from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.loading import LoadedRun
 from coopetition.analysis.paper import BY_CHECK, PAPER, PaperCheck
-from coopetition.analysis.runner import analyze
-from coopetition.analysis.scorecard import COLUMNS, copier_summary, evaluator_checks, label_attention, timeline
+from coopetition.pipeline import analyze
+from coopetition.analysis.scorecard import COLUMNS, copier_summary, label_attention, table_checks, timeline
 from coopetition.interventions import intervene
-from coopetition.plots import replot
+from coopetition.pipeline import replot
 from coopetition.plots.scorecard import figure, verdict
 from tests.analysis_handmade import PREV_HEADS, handmade_data, handmade_model
 from tests.test_analysis_strategies import log
@@ -102,15 +104,20 @@ def test_copier_summary_interpolates_delta_zero_between_strengths():
 def handmade():
     """The induction model plus a weak direct path (the query's own class label): while the heads run, ICL wins
     (Flip 1); without them, or with the induction head's keys broken, the direct path answers (Train and CIWL 1,
-    Flip 0)."""
+    Flip 0). The checks are read, as the scorecard reads them, from the rows the ablation and clamp analyses
+    compute."""
     model = handmade_model(direct=1.0)
     forward = intervene((), model)
     data = {"train": handmade_data("train"), "flip": handmade_data("flip", relabel="flip"),
             "ciwl": handmade_data("ciwl", burstiness=0, assign_query_label_random=True)}
+    variants = clamp_variants(model.cfg.n_layers, model.cfg.n_heads, STRENGTHS)
     out = {}
     for name, d in data.items():
         _, cache = forward.run_cached(d.exemplars, d.context_labels, d.target)
-        out[name] = evaluator_checks(forward, d, cache, STRENGTHS, 4096)
+        ablation = pd.DataFrame([{"evaluator": name, **r} for r in ablation_rows(forward, d, cache, 4096)])
+        clamp = pd.DataFrame([{"evaluator": name, **r} for r in clamp_rows(forward, d, cache, variants, 4096,
+                                                                             linear=False)])
+        out[name] = table_checks(ablation, clamp)
         out[name + "_cache"] = cache
     return model, data, out
 

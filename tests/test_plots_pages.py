@@ -17,13 +17,13 @@ import pytest
 
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.registry import get, names
-from coopetition.analysis.runner import analyze
+from coopetition.pipeline import analyze
 from coopetition.plots import circuit, patching, probes, scorecard, strategies
 from coopetition.plots.common import HELPS, HELPS_RGB, HURTS
 
 pytestmark = pytest.mark.e2e
 
-SMALL = dict(n_seqs=24, patch_seqs=12, probe_seqs=48, probe_steps=5)
+SMALL = dict(n_seqs=24, settings={"patching": {"seqs": 12}, "probes": {"seqs": 48, "steps": 5}})
 ANALYSES = tuple(n for n in names() if get(n).by_default) + ("circuit",)
 
 

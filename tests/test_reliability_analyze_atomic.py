@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.runner import analyze
+from coopetition.pipeline import analyze
 from coopetition.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

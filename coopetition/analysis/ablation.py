@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from coopetition.analysis.base import Analysis, Checkpoint
+from coopetition.analysis.base import Analysis, Checkpoint, Figure
 from coopetition.interventions import Ablate, AblateEmbedding, Intervened, Intervention, Preserve
 from coopetition.task.evalset import EvalData
 from coopetition.task.metrics import in_context_scores, readout_labels
@@ -100,6 +100,15 @@ def spec_text(interventions: tuple[Intervention, ...]) -> str:
     return " + ".join(i.spec for i in interventions) or "none"
 
 
+PAGE_CAPTION = (
+    "Change in in-context accuracy when a head (L{layer}H{head}, layers 0-indexed), a whole layer, all heads "
+    "or the token embedding is ablated (zero, mean, resample; zero with patterns or values kept from the "
+    "clean pass), the Q/K/V-composition test and token-embedding ablation. Blue: the ablation lowers the "
+    "evaluator's in-context accuracy, so the unit helps the answer; red: raises it (e.g. Flip rises when a "
+    "CIWL head is removed) — the same blue/red as the patching and circuit pages. Pick the evaluator."
+)
+
+
 class AblationAnalysis(Analysis):
     name: ClassVar[str] = "ablation"
     title: ClassVar[str] = "Head ablation"
@@ -107,6 +116,8 @@ class AblationAnalysis(Analysis):
                               "is ablated, and the Q/K/V-composition test (C25 section 5.3).")
     tables: ClassVar[dict] = {"ablation": ("step", "sequences", "evaluator", "unit", "method", "intervention", "metric",
                                            "value", "delta")}
+    figures: ClassVar[tuple] = (Figure("ablation.html", "Head ablation", PAGE_CAPTION,
+                                       "coopetition.plots.ablation:figure"),)
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
         rows = []

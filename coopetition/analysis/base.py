@@ -1,22 +1,35 @@
 """What an analysis is, what it sees, and the registry that maps names to analyses.
 
-An analysis is one class in one module: a ``name``, the ``tables`` it writes (name -> columns, every one starting
-with ``step, sequences``), and how it fills them: ``checkpoint_rows`` (called once per selected checkpoint with a
-``Checkpoint`` view) or, for analyses that need no forward pass, ``run_rows`` (called once with the selected steps).
-Defining a subclass with a ``name`` registers it: the CLI's ``--analyses`` and its help, the output tables and the
-figures all come from the registry. Figures are built from the tables only (``coopetition.plots``); an analysis may
-bring its own by defining ``figures`` (a classmethod from ``{table: DataFrame}`` to ``[(title, caption, figure)]``),
-otherwise ``coopetition.plots`` draws the registered figure for its name, or a generic one.
+An analysis is one class in one module (a plug-in), and everything the pipeline and the CLI do with it comes from
+what the class declares:
+
+- ``name`` (defining a subclass with a ``name`` registers it), ``title``, ``caption``;
+- ``tables``: name -> columns, every one starting with ``step, sequences``;
+- ``Settings``: a frozen dataclass of its own settings (defaults, ``metadata={"help": ...}``, checks in
+  ``__post_init__`` raising ``ConfigError``). The ``analyze`` flags ``--{flag_prefix}-{field}`` are generated from
+  it, ``analysis.json`` records it, and only it (with the shared ``AnalysisConfig`` fields) keys the analysis's
+  cache entries. The analysis reads its own as ``self.settings``;
+- ``figures``: ``Figure`` declarations, drawn from the tables by a function named lazily (``"module:function"``)
+  so an analysis module never imports ``coopetition.plots``; without any, each table gets a generic page;
+- ``needs``: other analyses whose tables its rows or figures read (requesting it requests them, and they are
+  computed first);
+- how it fills its tables: ``checkpoint_rows`` (once per selected checkpoint with a ``Checkpoint`` view),
+  ``run_rows`` (analyses that need no forward pass, once with the selected steps), and ``rows_from_tables``
+  (per checkpoint, after every checkpoint is computed, from its own rows and its ``needs``' tables).
 
 Every analysis dissects the network that ran: ``Context.forward`` is the run's model with the run's own
 interventions (grafted modules from the run's kept sources, clamps on) plus any added with ``--intervene``, and
 ``Checkpoint.baseline`` is one pass of it.
+
+Analyses outside this package are plug-ins: a module that defines a subclass, named in the environment variable
+``COOPETITION_PLUGINS`` (comma list of importable modules) or in the ``coopetition.analyses`` entry-point group of
+an installed package (``analysis.registry``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
@@ -32,6 +45,33 @@ if TYPE_CHECKING:
     from coopetition.model import ActivationCache, ICLTransformer
 
 REGISTRY: dict[str, type["Analysis"]] = {}
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """The settings of an analysis that has none."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One page (or, with ``each``, one page per value of a column) drawn from tables.
+
+    ``draw`` is a callable or ``"module:function"`` (imported only when the page is drawn, by the pipeline). It is
+    called with the frames of ``tables`` (default: the analysis's own tables, in order; a table that was not
+    written is None) as positional arguments; with ``each``, the column's value is passed right after the first
+    frame: ``draw(first, value, *rest)``. ``values`` (callable or ``"module:function"`` of the first frame) orders
+    and filters the values (default: each distinct value of ``each`` in the first table, in order of appearance).
+    ``file`` and ``title`` may hold ``{value}``. ``inline``: shown on the index page itself. No page is drawn while
+    the analysis's first table has no rows."""
+
+    file: str
+    title: str
+    caption: str
+    draw: Callable | str
+    tables: tuple[str, ...] = ()
+    each: str | None = None
+    values: Callable | str | None = None
+    inline: bool = False
 
 
 @dataclass
@@ -103,8 +143,14 @@ class Analysis:
     needs_model: ClassVar[bool] = True
     # False: run only when named in ``--analyses`` (slow, or needs an optional extra), not by default
     by_default: ClassVar[bool] = True
-    # analyses whose tables this one's figure draws beside its own (requesting it requests them too)
-    companions: ClassVar[tuple[str, ...]] = ()
+    # analyses whose tables this one's rows or figures read (requesting it requests them; they are computed first)
+    needs: ClassVar[tuple[str, ...]] = ()
+    # its settings (a frozen dataclass); flags ``--{flag_prefix}-{field}``, default prefix: the name
+    Settings: ClassVar[type] = NoSettings
+    flag_prefix: ClassVar[str] = ""
+    # another analysis whose settings this one reads instead of declaring its own (circuit: patching's pairs)
+    settings_of: ClassVar[str] = ""
+    figures: ClassVar[tuple[Figure, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -112,7 +158,29 @@ class Analysis:
             for table, columns in cls.tables.items():
                 if tuple(columns[:2]) != ("step", "sequences"):
                     raise TypeError(f"analysis {cls.name}: table {table} must start with step, sequences")
+            if not (is_dataclass(cls.Settings) and cls.Settings.__dataclass_params__.frozen):
+                raise TypeError(f"analysis {cls.name}: Settings must be a frozen dataclass")
+            if any(not isinstance(f, Figure) for f in cls.figures):
+                raise TypeError(f"analysis {cls.name}: figures must be Figure declarations")
             REGISTRY[cls.name] = cls
+
+    @classmethod
+    def settings_name(cls) -> str:
+        """The analysis whose ``Settings`` this one uses (its own name unless ``settings_of``)."""
+        return cls.settings_of or cls.name
+
+    @classmethod
+    def prefix(cls) -> str:
+        return cls.flag_prefix or cls.name
+
+    @classmethod
+    def setting_fields(cls) -> tuple:
+        return fields(cls.Settings) if not cls.settings_of else ()
+
+    @property
+    def settings(self) -> Any:
+        """This analysis's settings (an instance of its ``Settings``, from ``AnalysisConfig.settings``)."""
+        return self.config.settings_for(self.settings_name())
 
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -137,4 +205,12 @@ class Analysis:
         """``{table: rows}`` for analyses that read the run's logs instead of running the model (full rows)."""
         return {}
 
-    figures: ClassVar[Callable[[dict[str, "pd.DataFrame"]], list] | None] = None
+    @classmethod
+    def rows_from_tables(cls, context: Context, step: int, sequences: int, own: dict[str, list[dict]],
+                         tables: dict[str, "pd.DataFrame"]) -> dict[str, list[dict]]:
+        """This analysis's final rows at checkpoint ``step`` (full rows, with step/sequences), from its own rows
+        there (``own``: from ``checkpoint_rows``, or the cache) and the rows of its ``needs``' tables at that step
+        (``tables``: a DataFrame per table, None where not computed). Called in the parent process once every
+        checkpoint is computed, in dependency order; its output is not cached, so keep it cheap. Default: ``own``
+        unchanged. ``context`` has the run and config only (no network)."""
+        return own

@@ -7,8 +7,9 @@ One entry is one analysis's rows for one checkpoint under one set of settings, a
 (default ``CACHE`` = ``OUT_cache`` beside the output folder: ``RUN/analysis_cache`` for the default output
 ``RUN/analysis``; an analysis written outside the run leaves the run untouched). The checkpoint is named by the sha256 the run's manifest recorded for
 its file (checked against the file when the run was opened), so a checkpoint rewritten under the same step is a
-new entry. The settings key hashes everything that can change an analysis's numbers: the analysis config (every
-field except the ones that only say how the work is spread: ``analyses``, ``threads``, ``workers``), the
+new entry. The settings key hashes everything that can change an analysis's numbers: the shared fields of the
+analysis config (except the ones that only say how the work is spread: ``analyses``, ``threads``, ``workers``) and
+that analysis's own settings (not another's: changing the probe settings keeps ablation's entries), the
 evaluators, the run's own interventions and kept sources, and the package versions a run records (coopetition,
 torch, TransformerLens, numpy, ...). Entries are written one by one, atomically, as each checkpoint finishes, so an interrupted
 ``analyze`` keeps what it finished; the output folder itself is still swapped in whole at the end.
@@ -37,7 +38,7 @@ MAX_ENTRY_BYTES = 256 * 2**20
 
 def settings_key(analysis: str, config: Mapping[str, Any], evaluators: tuple[str, ...],
                  run_identity: Mapping[str, Any]) -> str:
-    """sha256 (hex) of what can change ``analysis``'s rows. ``config`` is ``AnalysisConfig.to_dict()``;
+    """sha256 (hex) of what can change ``analysis``'s rows. ``config`` is ``execution.analysis_settings``;
     ``run_identity`` the run's interventions, kept sources and package versions (``run_identity``)."""
     settings = {k: v for k, v in config.items() if k not in EXECUTION_ONLY}
     blob = json.dumps({"format": FORMAT, "analysis": analysis, "config": settings, "evaluators": list(evaluators),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 import pandas as pd
 import torch
 
-from coopetition.analysis.base import Analysis, Checkpoint
+from coopetition.analysis.base import Analysis, Checkpoint, Figure
 from coopetition.analysis.pairs import EXEMPLAR_PAIRS, PatchPair, build_pairs
 from coopetition.analysis.patching import MIN_GAP
 from coopetition.interventions import Intervened, PathPatch
@@ -118,17 +118,35 @@ def circuit_rows(forward: Intervened, pair: PatchPair, max_rows: int) -> list[di
     return rows
 
 
+PAGE_CAPTION = (
+    "The computational graph (embeddings, heads, logits) with every edge's effect through Q, K or V by exact "
+    "path patching (width/colour; hover: both estimators), a threshold to hide weak edges and a slider over "
+    "checkpoints under the strategy curves."
+)
+PAGE_CAPTION_AGREEMENT = (
+    "Edge attribution patching against exact path patching over training: Spearman correlation over all "
+    "edges and overlap of the five largest edges, per pair."
+)
+
+
 class CircuitAnalysis(Analysis):
     name: ClassVar[str] = "circuit"
     title: ClassVar[str] = "Circuit"
     caption: ClassVar[str] = ("Edges of the computational graph (embeddings, heads, logits; through Q, K or V) "
                               "scored by exact path patching and edge attribution patching on each patching pair.")
     tables: ClassVar[dict] = {"circuit": COLUMNS}
-    companions: ClassVar[tuple[str, ...]] = ("strategies",)  # the figure's strategy curves
+    needs: ClassVar[tuple[str, ...]] = ("strategies",)  # the figure's strategy curves
     by_default: ClassVar[bool] = False  # ~30 s per checkpoint on a busy CPU: several times all the others together
+    settings_of: ClassVar[str] = "patching"  # its pairs are patching's (--patch-seqs)
+    figures: ClassVar[tuple] = (
+        Figure("circuit_{value}.html", "Circuit over training ({value})", PAGE_CAPTION,
+               "coopetition.plots.circuit:figure", tables=("circuit", "strategies"), each="pair",
+               values="coopetition.plots.circuit:pairs"),
+        Figure("circuit_agreement.html", "Edge attribution vs path patching", PAGE_CAPTION_AGREEMENT,
+               "coopetition.plots.circuit:agreement_figure"))
 
     def prepare(self) -> None:
-        data = {k: d.head(self.config.patch_seqs) for k, d in self.context.data.items()}
+        data = {k: d.head(self.settings.seqs) for k, d in self.context.data.items()}
         specs = self.context.run.evaluator_specs()
         self.pairs = build_pairs(data, specs) + build_pairs(data, specs, EXEMPLAR_PAIRS)
 

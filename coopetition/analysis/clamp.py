@@ -23,24 +23,27 @@ out from the interpolated residual (final LayerNorm and the needed label logits)
 float rounding (~1e-7 relative; an accuracy can differ only where two label logits are that close), checked against
 the one-pass-per-strength method in ``tests/test_analysis_fast_clamp.py``. It is used only where it is exact in
 real arithmetic: no MLPs and no run or ``--intervene`` edits (which might act after the clamp); otherwise, or with
-``AnalysisConfig.clamp_exact``, every strength is its own pass. ``prev_token`` clamps (layer 0) feed a nonlinear
-later layer and always run one pass per strength.
+``--clamp-exact`` (``ClampSettings.exact``), every strength is its own pass. ``prev_token`` clamps (layer 0) feed a
+nonlinear later layer and always run one pass per strength.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 
 from coopetition.analysis.ablation import METRICS, variant_scores
-from coopetition.analysis.base import Analysis, Checkpoint
+from coopetition.analysis.base import Analysis, Checkpoint, Figure
+from coopetition.errors import ConfigError
 from coopetition.interventions import (Ablate, AblateEmbedding, Induction, Intervened, Intervention, Preserve,
                                        PrevToken)
 from coopetition.task.evalset import EvalData
 from coopetition.task.metrics import in_context_scores, readout_labels
 
 COLUMNS = ("step", "sequences", "evaluator", "intervention", "condition", "head", "strength", "metric", "value")
+STRENGTHS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 def clamp_variants(n_layers: int, n_heads: int, strengths: tuple[float, ...]) -> list[tuple[dict, tuple]]:
@@ -117,6 +120,41 @@ def linear_logits(forward: Intervened, data: EvalData, baseline, variants: list[
     return out
 
 
+PAGE_CAPTION = (
+    "Dose-response of single heads: in-context accuracy when a head's attention is clamped to strength S "
+    "(last layer: S on the correct label, 1-S on the other, attention delta 2S-1; first layer: S on the "
+    "previous token). Columns: the head's layer-mates kept, ablated, or the head isolated (C25 Fig 2b: a "
+    "copier rises monotonically and passes 0.5 at S = 0.5). Slider: checkpoint."
+)
+
+
+def clamp_rows(forward: Intervened, data: EvalData, baseline, variants: list[tuple[dict, tuple]], max_rows: int,
+               linear: bool) -> list[dict]:
+    """Rows ``intervention, condition, head, strength, metric, value`` of one checkpoint and evaluator
+    (``linear``: the fewer-pass readout where it applies, see the module docstring)."""
+    score = linear_scores if linear else variant_scores
+    scores = score(forward, data, baseline, [v for _, v in variants], max_rows)
+    return [{**labels, "metric": m, "value": scores[m][i]} for i, (labels, _) in enumerate(variants) for m in METRICS]
+
+
+@dataclass(frozen=True)
+class ClampSettings:
+    """``strengths``: the clamped attention strengths S (C25: 0, 0.1, ..., 1); ``exact``: one pass per strength for
+    every clamp, instead of reading last-layer induction clamps out of their S = 0 and S = 1 passes (exact in
+    real arithmetic where used)."""
+
+    strengths: tuple[float, ...] = field(default=STRENGTHS,
+                                         metadata={"help": "clamped attention strengths S of the clamp analysis"})
+    exact: bool = field(default=False, metadata={
+        "help": "one pass per strength everywhere (default: last-layer induction clamps are read out of their "
+                "S = 0 and S = 1 passes, the same up to float rounding)"})
+
+    def __post_init__(self) -> None:
+        if len(self.strengths) < 2 or not all(0 <= s <= 1 for s in self.strengths):
+            raise ConfigError(f"analysis clamp.strengths (--clamp-strengths) must be >= 2 values in [0, 1], "
+                              f"got {self.strengths}")
+
+
 class ClampAnalysis(Analysis):
     name: ClassVar[str] = "clamp"
     title: ClassVar[str] = "Activation clamping"
@@ -124,22 +162,24 @@ class ClampAnalysis(Analysis):
                               "pattern; first layer: previous-token pattern), with the head's layer-mates kept or "
                               "ablated, or the head isolated (C25 Fig 2b); slider: checkpoint.")
     tables: ClassVar[dict] = {"clamp": COLUMNS}
+    Settings = ClampSettings
+    figures: ClassVar[tuple] = (Figure("clamp_{value}.html", "Activation clamping ({value})", PAGE_CAPTION,
+                                       "coopetition.plots.clamp:figure", each="evaluator",
+                                       values="coopetition.plots.clamp:evaluators"),)
 
     def prepare(self) -> None:
         self.evaluators = tuple(name for name in self.context.evaluators
                                 if (self.context.data[name].context_labels
                                     == self.context.data[name].target[:, None]).any())
         cfg = self.context.network.cfg
-        self.variants = clamp_variants(cfg.n_layers, cfg.n_heads, self.config.clamp_strengths)
-        self.linear = not self.config.clamp_exact and linear_applies(self.context.forward)
+        self.variants = clamp_variants(cfg.n_layers, cfg.n_heads, self.settings.strengths)
+        self.linear = not self.settings.exact and linear_applies(self.context.forward)
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
         rows = []
         for name in self.evaluators:
             data = self.context.data[name]
             _, cache = checkpoint.baseline(data)
-            score = linear_scores if self.linear else variant_scores
-            scores = score(self.context.forward, data, cache, [v for _, v in self.variants], self.config.max_rows)
-            rows += [{"evaluator": name, **labels, "metric": m, "value": scores[m][i]}
-                     for i, (labels, _) in enumerate(self.variants) for m in METRICS]
+            rows += [{"evaluator": name, **r} for r in clamp_rows(self.context.forward, data, cache, self.variants,
+                                                                  self.config.max_rows, self.linear)]
         return {"clamp": rows}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 
@@ -72,13 +73,20 @@ def checkpoint_rows(context: Context, analyses: list[Analysis], info: Checkpoint
 
 
 def cache_keys(context: Context, model: list) -> dict[str, str]:
-    """The settings key of each model analysis (``cache.settings_key``)."""
+    """The settings key of each model analysis (``cache.settings_key``) from ``analysis_settings``."""
     run = context.run
     identity = run_identity([i.spec for i in run.config.interventions],
                             [dict(e) for e in RunReader(run.path).sources()])
-    config = context.config.to_dict()
-    return {a.name: settings_key(a.name, config, context.evaluators, {**identity, "inputs": a.cache_inputs(run)})
+    return {a.name: settings_key(a.name, analysis_settings(context.config, a), context.evaluators,
+                                 {**identity, "inputs": a.cache_inputs(run)})
             for a in model}
+
+
+def analysis_settings(config: AnalysisConfig, analysis: type[Analysis]) -> dict:
+    """What of ``config`` can change ``analysis``'s rows: the shared fields and its own settings only (another
+    analysis's settings never invalidate its cache entries)."""
+    own = config.settings.get(analysis.settings_name())
+    return {**config.shared_dict(), "settings": asdict(own) if own is not None else {}}
 
 
 def sha256_of(info: CheckpointInfo) -> str:

@@ -24,12 +24,13 @@ import io
 import math
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from coopetition.analysis.base import Analysis, Checkpoint
+from coopetition.analysis.base import Analysis, Checkpoint, Figure
 from coopetition.errors import ConfigError
 from coopetition.task.metrics import query_loss
 from coopetition.task.sampler import sample_mixture
@@ -118,18 +119,79 @@ def chain_rows(trace: Tensor, init_loss: float, nbeta: float, burnin: int, faile
     return rows + [summary]
 
 
+PAGE_CAPTION = (
+    "Local learning coefficient of every checkpoint (SGLD around it on the training distribution; bars: std "
+    "across chains, dots: each chain) under the strategy curves, on the same step axis, and the loss at the "
+    "checkpoint, L(w*). Dotted lines: ICL peak and ICL/CIWL crossover."
+)
+PAGE_CAPTION_TRACES = (
+    "SGLD diagnostics: every chain's loss at every step (dashed: L(w*)) and its running LLC estimate (nbeta "
+    "* (mean loss so far - L(w*))). A well calibrated chain settles within the first draws and its running "
+    "estimate flattens; a climbing or diverging trace means the step size is too large. Slider: checkpoint."
+)
+
+
+@dataclass(frozen=True)
+class LLCSettings:
+    """SGLD settings of the ``llc`` analysis (devinterp's ``sample``; Lau et al. 2023), calibrated on the quick run
+    (docs/llc.md): every chain starts at the checkpoint w* and takes ``burnin + draws`` steps of
+
+        dw = lr/2 * (-nbeta * grad L_batch(w) + gamma * (w* - w)) + N(0, lr)
+
+    on batches of ``batch_size`` sequences from a fixed sample of ``n_seqs`` sequences of the run's training
+    distribution. The estimate is nbeta * (mean draw loss - L(w*)), L(w*) over the whole sample.
+
+    - ``lr``: the SGLD step size epsilon; too large and the loss trace climbs or diverges, too small and it never
+      leaves w* (an LLC near 0 that grows with more draws).
+    - ``gamma``: the localisation strength (pull back to w*); keeps chains in w*'s basin.
+    - ``nbeta``: the inverse temperature n*beta; None is devinterp's default m / log m (m = ``batch_size``).
+    - ``chains``, ``draws``, ``burnin``: independent chains (their spread is ``llc_std``), draws per chain, and
+      steps discarded before the first draw.
+    - ``seed``: the sampled sequences and the SGLD noise (devinterp seeds chain c with seed + c).
+    """
+
+    lr: float = field(default=1e-5, metadata={"help": "llc: SGLD step size"})
+    gamma: float = field(default=1e4, metadata={"help": "llc: localisation strength gamma"})
+    nbeta: float | None = field(default=None, metadata={
+        "help": "llc: inverse temperature n*beta", "default": "m / log m, m = the SGLD batch size"})
+    chains: int = field(default=4, metadata={"help": "llc: SGLD chains"})
+    draws: int = field(default=80, metadata={"help": "llc: draws per chain"})
+    burnin: int = field(default=30, metadata={"help": "llc: steps discarded before the first draw"})
+    batch_size: int = field(default=64, metadata={"help": "llc: sequences per SGLD batch"})
+    n_seqs: int = field(default=1024, metadata={"help": "llc: sequences of the training distribution sampled on"})
+    seed: int = field(default=0, metadata={"help": "llc: sampled sequences and SGLD noise"})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lr < float("inf"):
+            raise ConfigError(f"analysis.llc.lr must be > 0 and finite, got {self.lr}")
+        if not 0 <= self.gamma < float("inf"):
+            raise ConfigError(f"analysis.llc.gamma must be >= 0 and finite, got {self.gamma}")
+        if self.nbeta is not None and not 0 < self.nbeta < float("inf"):
+            raise ConfigError(f"analysis.llc.nbeta must be > 0 and finite or null, got {self.nbeta}")
+        for name, low in (("chains", 1), ("draws", 2), ("burnin", 0), ("batch_size", 2)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"analysis.llc.{name} must be >= {low}, got {getattr(self, name)}")
+        if self.n_seqs < self.batch_size:
+            raise ConfigError(f"analysis.llc.n_seqs ({self.n_seqs}) must be >= batch_size ({self.batch_size})")
+
+
 class LLCAnalysis(Analysis):
     name: ClassVar[str] = "llc"
     title: ClassVar[str] = "Local learning coefficient"
     caption: ClassVar[str] = ("The LLC of every checkpoint (SGLD around it on the training distribution, devinterp; "
                               "needs coopetition[devinterp]) beside the strategy curves, and each chain's loss trace.")
     tables: ClassVar[dict] = {"llc": COLUMNS, "llc_trace": TRACE_COLUMNS}
-    companions: ClassVar[tuple[str, ...]] = ("strategies",)
+    needs: ClassVar[tuple[str, ...]] = ("strategies",)  # the figure draws the strategy curves beside the LLC
     by_default: ClassVar[bool] = False  # minutes per checkpoint on a CPU, and an optional extra
+    Settings = LLCSettings
+    figures: ClassVar[tuple] = (
+        Figure("llc.html", "Local learning coefficient", PAGE_CAPTION, "coopetition.plots.llc:figure",
+               tables=("llc", "strategies")),
+        Figure("llc_traces.html", "LLC diagnostics: SGLD loss traces", PAGE_CAPTION_TRACES,
+               "coopetition.plots.llc:traces_figure", tables=("llc_trace", "llc")))
 
     def prepare(self) -> None:
         self.sample = devinterp_sample()
-        self.settings = self.config.llc
         run, bank = self.context.run, self.context.bank
         device = torch.device(self.config.device)
         self.features = bank.features.to(device)

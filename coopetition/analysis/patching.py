@@ -17,12 +17,14 @@ the same.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from coopetition.analysis.base import Analysis, Checkpoint
+from coopetition.analysis.base import Analysis, Checkpoint, Figure
 from coopetition.analysis.pairs import PatchPair, build_pairs
+from coopetition.errors import ConfigError
 from coopetition.interventions import Intervened, Patch
 from coopetition.model.sites import hook_name, residual_entering
 
@@ -143,6 +145,36 @@ def patching_rows(forward: Intervened, pair: PatchPair, clean: ActivationCache, 
     return rows
 
 
+PAGE_CAPTION_POSITIONS = (
+    "Normalised logit difference restored by patching one clean activation into the corrupted run: residual "
+    "stream per layer boundary x token position (top) and each head's output per position (bottom), one "
+    "column per clean/corrupted pair; the slider picks the checkpoint. Blue: restores the clean answer "
+    "(helps it); red: pushes towards the corrupted one. Grey: too small a clean/corrupted gap to read."
+)
+PAGE_CAPTION_HEADS = (
+    "Per-head patching over training: head output (z), queries, keys, values or attention pattern of each "
+    "head, exact or attribution (gradient) estimate (menu), one column per pair."
+)
+PAGE_CAPTION_ATTRIBUTION = (
+    "Attribution patching against exact patching for every head's output at every checkpoint (top) and their "
+    "agreement over training (bottom: Spearman rank correlation; sign agreement on the three largest "
+    "effects)."
+)
+
+
+@dataclass(frozen=True)
+class PatchingSettings:
+    """The first ``seqs`` sequences of each evaluator form the patching pairs (~175 variants per pair; the
+    normalised logit difference is a ratio of means, stable at a few dozen sequences). The ``circuit`` analysis
+    reads these too."""
+
+    seqs: int = field(default=64, metadata={"help": "sequences per patching pair (patching and circuit)"})
+
+    def __post_init__(self) -> None:
+        if self.seqs < 2:
+            raise ConfigError(f"analysis patching.seqs (--patch-seqs) must be >= 2, got {self.seqs}")
+
+
 class PatchingAnalysis(Analysis):
     name: ClassVar[str] = "patching"
     title: ClassVar[str] = "Activation patching"
@@ -150,10 +182,19 @@ class PatchingAnalysis(Analysis):
                               "attribution patching, on clean/corrupted pairs built from the evaluators.")
     tables: ClassVar[dict] = {"patching": ("step", "sequences", "pair", "kind", "component", "layer", "head",
                                            "position", "metric", "value")}
+    Settings = PatchingSettings
+    flag_prefix: ClassVar[str] = "patch"
+    figures: ClassVar[tuple] = (
+        Figure("patching_positions.html", "Activation patching by position", PAGE_CAPTION_POSITIONS,
+               "coopetition.plots.patching:positions_figure"),
+        Figure("patching_heads.html", "Per-head patching over training", PAGE_CAPTION_HEADS,
+               "coopetition.plots.patching:heads_figure"),
+        Figure("patching_attribution.html", "Attribution vs exact patching", PAGE_CAPTION_ATTRIBUTION,
+               "coopetition.plots.patching:attribution_figure"))
 
     def prepare(self) -> None:
         data = self.context.data
-        self.pairs = build_pairs({k: d.head(self.config.patch_seqs) for k, d in data.items()},
+        self.pairs = build_pairs({k: d.head(self.settings.seqs) for k, d in data.items()},
                                  self.context.run.evaluator_specs())
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:

@@ -18,14 +18,16 @@ information exists (causal mask) should sit at the majority baseline, which is r
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from einops import rearrange
 
-from coopetition.analysis.base import Analysis, Checkpoint
+from coopetition.analysis.base import Analysis, Checkpoint, Figure
 from coopetition.analysis.patching import resid_points
 from coopetition.analysis.probe_fit import Target, fit_probes, split
+from coopetition.errors import ConfigError
 from coopetition.task.evalset import EvalData
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
@@ -74,16 +76,49 @@ def probe_rows(n_layers: int, data: EvalData, cache: ActivationCache, steps: int
     return rows
 
 
+PAGE_CAPTION = (
+    "Held-out accuracy of linear probes on the residual stream (rows: layer boundary 'resid l' x token; "
+    "columns: checkpoints) for the query's class, whether each context exemplar matches the query, the "
+    "position of the correct label, each label's identity and each context exemplar's class. A white cross "
+    "marks a cell no better than chance (the majority class; hover shows both). Pick the evaluator."
+)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Probes are trained on fresh sequences of each evaluator's distribution restricted to its first ``classes``
+    classes (identity probes need many sequences per class; the stored sets have about one per class); ``seqs``
+    per evaluator, a quarter held out; ``steps`` LBFGS iterations of the (batched) logistic regressions, ``l2``
+    their penalty."""
+
+    seqs: int = field(default=384, metadata={"help": "probe sequences per evaluator"})
+    classes: int = field(default=8, metadata={"help": "classes per probe set: identity probes are this-way"})
+    steps: int = field(default=20, metadata={"help": "LBFGS iterations per probe fit"})
+    l2: float = field(default=1e-3, metadata={"help": "L2 penalty of the probes"})
+
+    def __post_init__(self) -> None:
+        for name, low in (("seqs", 16), ("classes", 3), ("steps", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"analysis probes.{name} (--probe-{name}) must be >= {low}, "
+                                  f"got {getattr(self, name)}")
+        if not 0 <= self.l2 < float("inf"):
+            raise ConfigError(f"analysis probes.l2 (--probe-l2) must be finite and >= 0, got {self.l2}")
+
+
 class ProbesAnalysis(Analysis):
     name: ClassVar[str] = "probes"
     title: ClassVar[str] = "Linear probes"
     caption: ClassVar[str] = "Held-out accuracy of linear probes on the residual stream, per layer and position."
     tables: ClassVar[dict] = {"probes": ("step", "sequences", "evaluator", "target", "layer", "position", "metric",
                                          "value")}
+    Settings = ProbeSettings
+    flag_prefix: ClassVar[str] = "probe"
+    figures: ClassVar[tuple] = (Figure("probes.html", "Linear probes", PAGE_CAPTION,
+                                       "coopetition.plots.probes:figure"),)
 
     def prepare(self) -> None:
-        run, cfg = self.context.run, self.config
-        self.sets = run.probe_data(self.context.bank, self.context.evaluators, cfg.probe_classes, cfg.probe_seqs, cfg.seed,
+        run, cfg, s = self.context.run, self.config, self.settings
+        self.sets = run.probe_data(self.context.bank, self.context.evaluators, s.classes, s.seqs, cfg.seed,
                                    cfg.device)
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
@@ -93,6 +128,6 @@ class ProbesAnalysis(Analysis):
             data = self.sets[name]
             _, cache = self.context.timed("forward", self.context.forward.run_cached, data.exemplars,
                                           data.context_labels, data.target, [n for _, n in resid_points(n_layers)])
-            found = probe_rows(n_layers, data, cache, self.config.probe_steps, self.config.probe_l2, self.config.seed)
+            found = probe_rows(n_layers, data, cache, self.settings.steps, self.settings.l2, self.config.seed)
             rows += [{"evaluator": name, **r} for r in found]
         return {"probes": rows}

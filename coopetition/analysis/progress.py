@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from coopetition.analysis.base import Analysis, Checkpoint
+from coopetition.analysis.base import Analysis, Checkpoint, Figure
 from coopetition.model.sites import hook_name
 from coopetition.task.evalset import EvalData
 from coopetition.task.metrics import distinct_mask
@@ -132,6 +132,18 @@ def attention_rows(model: ICLTransformer, cache: ActivationCache) -> list[dict]:
     return rows
 
 
+PAGE_CAPTION = (
+    "Per-head progress measures over training. First layer (code layer 0): previous-token score and "
+    "label-token attention to its exemplar vs to itself. Last layer: induction strength (query to correct "
+    "label minus other label; on Flip > 0 is ICL, < 0 CIWL), direct logit attribution to the correct label "
+    "(dashed: the embeddings' direct path), and copy score (does the head's OV circuit write the label it "
+    "attends to). Pick the evaluator."
+)
+PAGE_CAPTION_ATTENTION = (
+    "Mean attention pattern of every head (rows: query token, columns: key token); slider: checkpoint."
+)
+
+
 class ProgressAnalysis(Analysis):
     name: ClassVar[str] = "progress"
     title: ClassVar[str] = "Progress measures"
@@ -139,6 +151,11 @@ class ProgressAnalysis(Analysis):
     tables: ClassVar[dict] = {
         "progress": ("step", "sequences", "evaluator", "measure", "layer", "head", "value"),
         "progress_attention": ("step", "sequences", "evaluator", "layer", "head", "query_pos", "key_pos", "value")}
+    figures: ClassVar[tuple] = (
+        Figure("progress.html", "Progress measures", PAGE_CAPTION, "coopetition.plots.progress:figure",
+               tables=("progress",)),
+        Figure("attention_{value}.html", "Mean attention patterns ({value})", PAGE_CAPTION_ATTENTION,
+               "coopetition.plots.progress:attention_figure", tables=("progress_attention",), each="evaluator"))
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
         network = self.context.network

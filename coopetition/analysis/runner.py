@@ -1,5 +1,7 @@
-"""``analyze``: every requested analysis over the selected checkpoints, one shared baseline pass per checkpoint and
-sequence set, tidy tables out, figures built from those tables, and ``analysis.json`` saying exactly what ran.
+"""The compute engine of ``analyze``: every requested analysis over the selected checkpoints, one shared baseline pass
+per checkpoint and sequence set, tidy rows out (``compute``), written as tables with ``analysis.json`` saying exactly
+what ran (``write_tables``, ``write_record``). The pipeline (``coopetition.pipeline``) calls these and draws the
+figures; nothing here knows about figures.
 
 The analysed network is the one that ran: the run's model with the run's own interventions (grafts spliced from the
 run's kept source checkpoints, clamps on), plus any added with ``AnalysisConfig.interventions``. Analyses come from
@@ -20,7 +22,7 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,8 +39,7 @@ from coopetition.analysis.loading import LoadedRun
 from coopetition.analysis.selection import Selection, parse_spec, resolve
 from coopetition.errors import ConfigError, DataError
 from coopetition.store.checkpoint import CheckpointInfo
-from coopetition.store.atomic import atomic_directory, atomic_write, atomic_write_text
-
+from coopetition.store.atomic import atomic_write, atomic_write_text
 from coopetition.store.rundir import RunReader, now_iso, package_versions
 
 
@@ -48,24 +49,6 @@ if TYPE_CHECKING:
 
 class SelectionWarning(UserWarning):
     """A requested checkpoint step was snapped to the nearest existing one."""
-
-
-@dataclass(frozen=True)
-class AnalysisResult:
-    """What was written, and where the time went: ``seconds`` (wall) and ``cpu_seconds`` (this process, all
-    threads) per analysis; the shared baseline passes are ``forward``, checkpoint loading ``load``. With worker
-    processes both are summed over the workers (worker-seconds, not elapsed time)."""
-
-    out_dir: Path
-    steps: tuple[int, ...]
-    tables: dict[str, Path]
-    figures: dict[str, Path]
-    seconds: dict[str, float] = field(default_factory=dict)
-    cpu_seconds: dict[str, float] = field(default_factory=dict)
-    skipped: tuple[str, ...] = ()  # corrupt checkpoints left out (listed in skipped_checkpoints.csv)
-    # per model analysis: checkpoints computed now, and checkpoints read back from the cache
-    computed: dict[str, int] = field(default_factory=dict)
-    reused: dict[str, int] = field(default_factory=dict)
 
 
 def _evaluators(run: LoadedRun, config: AnalysisConfig) -> tuple[str, ...]:
@@ -78,11 +61,31 @@ def _evaluators(run: LoadedRun, config: AnalysisConfig) -> tuple[str, ...]:
     return tuple(config.evaluators)
 
 
-def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | None = None,
+@dataclass
+class Computed:
+    """Everything ``compute`` found: the rows of every requested table and what the record needs."""
+
+    run: LoadedRun
+    spec: str
+    selection: Selection
+    evaluators: tuple[str, ...]
+    config: AnalysisConfig
+    out: Path
+    rows: dict[str, list[dict]]
+    timer: Timer
+    cache: dict
+    computed: dict[str, int]
+    reused: dict[str, int]
+
+    @property
+    def classes(self) -> list[type[Analysis]]:
+        return [get(name) for name in self.config.analyses]
+
+
+def compute(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | None = None,
             progress_bar: bool = True, cache_dir: Path | None = None, use_cache: bool = True,
-            fan_out: "FanOut | None" = None) -> AnalysisResult:
-    """Run ``config.analyses`` on the checkpoints ``spec`` selects; write tables, figures, ``analysis.json`` and
-    ``index.html``.
+            fan_out: "FanOut | None" = None) -> Computed:
+    """The rows of ``config.analyses`` on the checkpoints ``spec`` selects (nothing is written but cache entries).
 
     Per-checkpoint results are read from and written to the cache (``cache_dir``, default ``OUT_cache`` beside the
     output folder, i.e. ``RUN/analysis_cache`` for the default output;
@@ -90,11 +93,9 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
     cache, through which the jobs hand their results back).
 
     Everything the user could get wrong (SPEC, run dir, evaluator names, device, added interventions and their
-    graft sources) is checked, and the network built, before the output folder (default ``RUN/analysis``) is
-    created.
+    graft sources, an output folder that is not an analysis output) is checked, and the network built, before any
+    checkpoint is computed.
     """
-    from coopetition.plots import write_figures
-
     parse_spec(spec)
     run = LoadedRun.open(Path(run_dir))
     selection = resolve(spec, [c.step for c in run.checkpoints])
@@ -110,15 +111,13 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
         context = Context(run, config, evaluators, timer=timer)
         classes = [get(name) for name in config.analyses]
         plain = [cls(context) for cls in classes if not cls.needs_model]
-        eval_log = run.eval_table() if plain else None
         for note in selection.notes:
-            warnings.warn(note, SelectionWarning, stacklevel=2)
+            warnings.warn(note, SelectionWarning, stacklevel=3)
         out = Path(out_dir) if out_dir is not None else Path(run_dir) / "analysis"
         _check_replaceable(out)
         store = _open_store(out, cache_dir, use_cache, fan_out)
         rows: dict[str, list[dict]] = defaultdict(list)
         for analysis in plain:
-            assert eval_log is not None
             for table, new in timer.run(analysis.name, analysis.run_rows, selection.steps).items():
                 rows[table] += new
         computed: dict[str, int] = {}
@@ -126,24 +125,57 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
         if config.needs_model:
             computed, reused = _model_analyses(context, [c for c in classes if c.needs_model], selection.steps, rows,
                                                timer, progress_bar, store, fan_out)
+        _rows_from_tables(Context(run, config, evaluators), classes, selection.steps, rows, timer)
     finally:
         torch.set_num_threads(threads)
-    # Everything is computed; now the folder is written whole into a temporary sibling and swapped in, so an
-    # interrupted analyze leaves the previous complete output (or none), never new tables beside old figures.
+    cache = {"dir": None if store is None else str(store.root.resolve()), "computed": computed, "reused": reused}
+    return Computed(run, spec, selection, evaluators, config, out, rows, timer, cache, computed, reused)
+
+
+def _rows_from_tables(context: Context, classes: list[type[Analysis]], steps: tuple[int, ...],
+                      rows: dict[str, list[dict]], timer: Timer) -> None:
+    """Each analysis that overrides ``rows_from_tables`` (in the config's order, where what an analysis needs comes
+    first) rebuilds its rows step by step from its own rows and its needs' tables at that step."""
+    sequences = {c.step: c.sequences for c in context.run.checkpoints}
+    for cls in classes:
+        if cls.rows_from_tables.__func__ is Analysis.rows_from_tables.__func__:
+            continue
+
+        def by_step(table: str, cls=cls) -> dict[int, pd.DataFrame]:
+            columns = list(get(_owner(table, classes)).tables[table])
+            frame = pd.DataFrame(rows.get(table, []), columns=columns)
+            return {int(step): part for step, part in frame.groupby("step", sort=False)}
+
+        needed = {t: by_step(t) for need in cls.needs for t in get(need).tables}
+        own: dict[int, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+        for table in cls.tables:
+            for row in rows.get(table, []):
+                own[row["step"]][table].append(row)
+        new: dict[str, list[dict]] = defaultdict(list)
+        for step in steps:
+            tables = {t: found.get(step) for t, found in needed.items()}
+            out = timer.run(cls.name, cls.rows_from_tables, context, step, sequences[step], dict(own[step]), tables)
+            for table, found in out.items():
+                new[table] += found
+        for table in cls.tables:
+            rows[table] = new.get(table, [])
+
+
+def _owner(table: str, classes: list[type[Analysis]]) -> str:
+    return next(c.name for c in classes if table in c.tables)
+
+
+def write_tables(out: Path, computed: Computed) -> tuple[dict[str, Path], dict[str, pd.DataFrame], tuple[str, ...]]:
+    """Every requested table as ``out/{name}.csv`` (``out`` may be the temporary folder swapped in later), plus
+    ``skipped_checkpoints.csv``; returns ``{table: its final path}``, ``{table: DataFrame}`` and the skipped
+    checkpoints."""
     tables, frames = {}, {}
-    with atomic_directory(out) as tmp:
-        skipped = run.report_skipped(tmp)
-        for analysis in classes:
-            for name, columns in analysis.tables.items():
-                tables[name] = out / f"{name}.csv"
-                frames[name] = _write_table(tmp / f"{name}.csv", rows[name], list(columns))
-        written = timer.run("figures", write_figures, tmp, frames, config.analyses, shown=out, run=Path(run_dir).name)
-        _write_record(tmp, run, spec, selection, evaluators, config, timer,
-                      {"dir": None if store is None else str(store.root.resolve()), "computed": computed,
-                       "reused": reused})
-    figures = {name: out / path.name for name, path in written.items()}
-    return AnalysisResult(out, selection.steps, tables, figures, dict(timer.seconds), dict(timer.cpu), skipped,
-                          computed, reused)
+    skipped = computed.run.report_skipped(out)
+    for analysis in computed.classes:
+        for name, columns in analysis.tables.items():
+            tables[name] = computed.out / f"{name}.csv"
+            frames[name] = _write_table(Path(out) / f"{name}.csv", computed.rows[name], list(columns))
+    return tables, frames, skipped
 
 
 def _open_store(out: Path, cache_dir: Path | None, use_cache: bool, fan_out) -> Store | None:
@@ -189,11 +221,13 @@ def _write_table(path: Path, rows: list[dict], columns: list[str]) -> pd.DataFra
     return frame
 
 
-def _write_record(out: Path, run: LoadedRun, spec: str, selection: Selection, evaluators: tuple[str, ...],
-                  config: AnalysisConfig, timer: Timer, cache: dict) -> None:
-    """``analysis.json``: what was analysed and how, so the folder can be reproduced and trusted."""
+def write_record(out: Path, computed: Computed) -> None:
+    """``analysis.json``: what was analysed and how (the shared settings and every requested analysis's own), so
+    the folder can be reproduced and trusted."""
     import json
 
+    run, spec, selection, evaluators = computed.run, computed.spec, computed.selection, computed.evaluators
+    config, timer, cache = computed.config, computed.timer, computed.cache
     record = {
         "run": str(Path(run.path).resolve()),
         "checkpoint_range": spec,

@@ -2,18 +2,18 @@
 paper's number (``analysis.paper.PAPER``), in one tidy table ``scorecard.csv``
 (``step, sequences, check, paper, measured, unit, low, high, section``; one row per check and step).
 
-Nothing here is a new measurement; each check reuses the machinery of the analysis that owns it, through the one
-intervention vocabulary and forward path (``Intervened.run_variants``):
+Nothing here is a new measurement; each check reads the table of the analysis that owns it (``needs``: ablation and
+clamp; ``rows_from_tables``) or reuses its machinery:
 
-- final accuracies: the shared baseline pass (in-context acc; ICL and pure IWL as full-vocabulary acc, as §9.5);
+- final in-context accuracies, layer 0's direct effect, only-Q/K/V recomputed, all heads removed: the ``ablation``
+  table's ``in_context_acc`` rows (``none``/``clean``, the ``qkv_composition`` units, ``all_heads`` zero);
+- copier slope / accuracy at delta 0 / monotone fraction: the ``clamp`` table's ``isolated`` induction rows of
+  every last-layer head on CIWL data (C25 Fig 2b);
+- final full-vocabulary accuracies (ICL and pure IWL, as §9.5): the shared baseline pass;
 - peaks (``flip_peak``, ``icl_eval_peak``, ``flip_near_zero``, ``peak_ratio``): ``strategies.detect_events`` on the
   run's eval log; run-level, so repeated at every step;
-- layer 0's direct effect, only-Q/K/V recomputed, all heads removed: the ``ablation`` analysis's variants
-  (``ablation_variants``: ``qkv_composition`` units, ``all_heads`` zero), scored by its ``variant_scores``;
-- copier slope / accuracy at delta 0 / monotone fraction: the ``clamp`` analysis's ``isolated`` induction variants
-  of every last-layer head on CIWL data (C25 Fig 2b);
 - layer-0 switch: ``progress.head_measures`` (``label_to_prev`` vs ``label_to_self`` on Train data), here and at
-  the checkpoint nearest the flip peak (the reference, computed once in ``prepare``).
+  the checkpoint nearest the flip peak (the reference, computed once in ``prepare``): this needs the model.
 """
 
 from __future__ import annotations
@@ -28,14 +28,11 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from coopetition.analysis.ablation import ablation_variants, variant_scores
-from coopetition.analysis.base import Analysis, Checkpoint
-from coopetition.analysis.clamp import clamp_variants, linear_applies, linear_scores
+from coopetition.analysis.base import Analysis, Checkpoint, Context, Figure
 from coopetition.analysis.loading import load_checkpoint
 from coopetition.analysis.paper import PAPER
 from coopetition.analysis.progress import head_measures
 from coopetition.analysis.strategies import curve, detect_events
-from coopetition.interventions import Intervened, Intervention
 from coopetition.task.evalset import EvalData
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
@@ -99,39 +96,32 @@ def label_attention(network: ICLTransformer, data: EvalData,
     return to_prev > to_self, to_self > to_prev
 
 
-def mechanism_variants(n_layers: int, n_heads: int) -> list[tuple[str, tuple[Intervention, ...]]]:
-    """The ablation analysis's composition and all-heads variants, named by check."""
-    found, _ = ablation_variants(n_layers, n_heads)
-    return [(COMPOSITION[(labels["unit"], labels["method"])], interventions) for labels, interventions in found
-            if (labels["unit"], labels["method"]) in COMPOSITION]
-
-
-def copier_variants(n_layers: int, n_heads: int, strengths: tuple[float, ...]) -> list[tuple[dict, tuple]]:
-    """The clamp analysis's ``isolated`` induction clamps of every last-layer head."""
-    return [(labels, v) for labels, v in clamp_variants(n_layers, n_heads, strengths)
-            if labels["intervention"] == "induction" and labels["condition"] == "isolated"]
-
-
-def evaluator_checks(forward: Intervened, data: EvalData, cache: ActivationCache, strengths: tuple[float, ...],
-                     max_rows: int, linear: bool = False) -> dict[str, float]:
-    """The in-context checks of one evaluator (``train``, ``ciwl`` or ``flip``): clean accuracy, the ablation
-    checks, and (CIWL only) the copier summary; one batched ``run_variants`` call."""
-    cfg = forward.network.cfg
-    named = mechanism_variants(cfg.n_layers, cfg.n_heads)
-    copiers = copier_variants(cfg.n_layers, cfg.n_heads, strengths) if data.name == "ciwl" else []
-    variants = [()] + [v for _, v in named] + [v for _, v in copiers]
-    # ``linear``: the clamp analysis's own fewer-pass readout (where exact in real arithmetic), so both tables agree
-    score = linear_scores if linear and linear_applies(forward) else variant_scores
-    acc = score(forward, data, cache, variants, max_rows)["in_context_acc"]
-    out = {f"final_acc_{data.name}": acc[0]}
-    for i, (check, _) in enumerate(named, start=1):
-        out[f"{check}_{data.name}"] = acc[i] - acc[0] if check == "l0_direct_effect" else acc[i]
-    if copiers:
+def table_checks(ablation: pd.DataFrame | None, clamp: pd.DataFrame | None) -> dict[str, float]:
+    """The in-context checks of one checkpoint from the rows of the ``ablation`` and ``clamp`` tables at that step:
+    per in-context evaluator the clean accuracy and the composition / all-heads checks, and on CIWL the copier
+    summary of the ``isolated`` induction clamps."""
+    out: dict[str, float] = {}
+    if ablation is not None and len(ablation):
+        acc = ablation[ablation["metric"] == "in_context_acc"]
+        for evaluator in IN_CONTEXT:
+            rows = acc[acc["evaluator"] == evaluator]
+            found = {(u, m): (v, d) for u, m, v, d in zip(rows["unit"], rows["method"], rows["value"], rows["delta"])}
+            if ("none", "clean") in found:
+                out[f"final_acc_{evaluator}"] = float(found["none", "clean"][0])
+            for key, check in COMPOSITION.items():
+                if key in found:
+                    value, delta = found[key]
+                    out[f"{check}_{evaluator}"] = float(delta if check == "l0_direct_effect" else value)
+    if clamp is not None and len(clamp):
+        rows = clamp[(clamp["evaluator"] == "ciwl") & (clamp["intervention"] == "induction")
+                     & (clamp["condition"] == "isolated") & (clamp["metric"] == "in_context_acc")]
         by_head: dict[str, list[tuple[float, float]]] = {}
-        for (labels, _), value in zip(copiers, acc[1 + len(named):]):
-            by_head.setdefault(labels["head"], []).append((labels["strength"], value))
-        curves = torch.tensor([[v for _, v in sorted(points)] for points in by_head.values()])
-        out.update(copier_summary(sorted(strengths), curves))
+        for head, strength, value in zip(rows["head"], rows["strength"], rows["value"]):
+            by_head.setdefault(head, []).append((float(strength), float(value)))
+        if by_head:
+            curves = torch.tensor([[v for _, v in sorted(points)] for points in by_head.values()])
+            strengths = [s for s, _ in sorted(next(iter(by_head.values())))]
+            out.update(copier_summary(strengths, curves))
     return out
 
 
@@ -145,12 +135,24 @@ def scorecard_rows(measured: dict[str, float]) -> list[dict]:
              "high": c.high, "section": c.section} for c in PAPER if c.check in measured]
 
 
+PAGE_CAPTION = (
+    "Paper (REFERENCE §9.5-9.8) vs measured, per checkpoint: final accuracies, peak positions, layer-0 "
+    "direct effect, only-Q/K/V recomputed, all heads removed, copier curve, layer-0 switch. Green: inside "
+    "the agreement band; red: outside; grey: not compared (words only or a different scale); amber: cannot "
+    "be judged on this run (a peak on its last step, still rising). The paper's mechanistic numbers are for "
+    "its final 64M checkpoint."
+)
+
+
 class ScorecardAnalysis(Analysis):
     name: ClassVar[str] = "scorecard"
     title: ClassVar[str] = "Scorecard"
     caption: ClassVar[str] = ("Every behavioural and mechanistic check of REFERENCE §9.5-9.8 that applies to the run, "
                               "paper vs measured, per checkpoint.")
     tables: ClassVar[dict] = {"scorecard": COLUMNS}
+    needs: ClassVar[tuple[str, ...]] = ("ablation", "clamp")  # the in-context checks are read from their tables
+    figures: ClassVar[tuple] = (Figure("scorecard.html", "Scorecard: paper vs measured", PAGE_CAPTION,
+                                       "coopetition.plots.scorecard:figure"),)
 
     @classmethod
     def cache_inputs(cls, run) -> dict:
@@ -186,12 +188,9 @@ class ScorecardAnalysis(Analysis):
         self.reference, _ = label_attention(self.context.network, data, cache)
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
+        """The checks that need the model (or the eval log); the rest come from the tables (``rows_from_tables``)."""
         measured = dict(self.timeline)
         data = self.context.data
-        for name in (e for e in IN_CONTEXT if e in data):
-            _, cache = checkpoint.baseline(data[name])
-            measured |= evaluator_checks(self.context.forward, data[name], cache, self.config.clamp_strengths,
-                                         self.config.max_rows, linear=not self.config.clamp_exact)
         for name in (e for e in FULL if e in data):
             logits, _ = checkpoint.baseline(data[name])
             measured[f"final_acc_{name}"] = full_accuracy(logits, data[name])
@@ -202,3 +201,12 @@ class ScorecardAnalysis(Analysis):
             if self.reference is not None:
                 measured["l0_switched_to_self"] = float((self.reference & self_now).float().mean())
         return {"scorecard": scorecard_rows(measured)}
+
+    @classmethod
+    def rows_from_tables(cls, context: Context, step: int, sequences: int, own: dict[str, list[dict]],
+                         tables: dict[str, pd.DataFrame]) -> dict[str, list[dict]]:
+        """This step's rows: its own checks plus those read from the ablation and clamp rows of the step, in the
+        paper table's order."""
+        measured = {r["check"]: r["measured"] for r in own.get("scorecard", [])}
+        measured |= table_checks(tables.get("ablation"), tables.get("clamp"))
+        return {"scorecard": [{"step": step, "sequences": sequences, **r} for r in scorecard_rows(measured)]}

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from coopetition.analysis.base import Analysis
+from coopetition.analysis.base import Analysis, Figure
 
 CURVE_METRICS = ("in_context_acc", "loss", "acc")
 EVENTS = ("icl_peak", "icl_eval_peak", "crossover")
@@ -68,6 +68,13 @@ def strategies_table(eval_table: pd.DataFrame, first_step: int, last_step: int,
     return out.astype({"step": int, "sequences": int})
 
 
+PAGE_CAPTION = (
+    "Evaluator curves from the run's eval log: in-context accuracy (IWL: full-vocabulary accuracy) and loss. "
+    "Markers: ICL peak (Flip maximum), ICL-eval peak, and the ICL/CIWL crossover (Flip falls below 0.5); a "
+    "maximum on the last eval step is marked 'not yet peaked'."
+)
+
+
 class StrategiesAnalysis(Analysis):
     name: ClassVar[str] = "strategies"
     title: ClassVar[str] = "Strategies"
@@ -75,6 +82,8 @@ class StrategiesAnalysis(Analysis):
                               "ICL/CIWL crossover.")
     tables: ClassVar[dict] = {"strategies": tuple(COLUMNS)}
     needs_model: ClassVar[bool] = False
+    figures: ClassVar[tuple] = (Figure("strategies.html", "Strategies", PAGE_CAPTION,
+                                       "coopetition.plots.strategies:figure", inline=True),)
 
     def run_rows(self, steps: tuple[int, ...]) -> dict[str, list[dict]]:
         table = strategies_table(self.context.run.eval_table(), steps[0], steps[-1], self.context.evaluators)

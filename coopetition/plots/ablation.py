@@ -7,21 +7,16 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from coopetition.analysis.ablation import HEAD_METHODS
 from coopetition.plots.common import HELPS_LOW, colour_bar, evaluator_menu, preferred, range_of, step_axis
 
-CAPTION = ("Change in in-context accuracy when a head (L{layer}H{head}, layers 0-indexed), a whole layer, all heads "
-           "or the token embedding is ablated (zero, mean, resample; zero with patterns or values kept from the clean "
-           "pass), the Q/K/V-composition test and token-embedding ablation. Blue: the ablation lowers the evaluator's "
-           "in-context accuracy, so the unit helps the answer; red: raises it (e.g. Flip rises when a CIWL head is "
-           "removed) — the same blue/red as the patching and circuit pages. Pick the evaluator.")
 EXTRA = "composition & embedding"
 MAX_TEXT_STEPS = 12  # cell values are printed while the columns are wide enough to read them
 
 
 def _panels(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     heads = table[table["unit"] != "token_embed"]
-    panels = [(m, heads[heads["method"] == m]) for m in HEAD_METHODS]
+    methods = [m for m in heads["method"].unique() if m != "qkv_composition"]  # the table's order of methods
+    panels = [(m, heads[heads["method"] == m]) for m in methods]
     extra = table[table["method"].isin(["qkv_composition"]) | (table["unit"] == "token_embed")]
     extra = extra.assign(unit=extra["unit"] + " (" + extra["method"].str.replace("qkv_composition", "L0 zero") + ")")
     return [p for p in panels + [(EXTRA, extra)] if len(p[1])]

@@ -19,17 +19,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from coopetition.analysis.strategies import EVENTS
 from coopetition.interventions.paths import EMBEDDINGS, LOGITS, parse_head
 from coopetition.plots.common import HELPS_RGB, HURTS_RGB, colour, headline, step_axis
-from coopetition.plots.strategies import EVENT_STYLE
+from coopetition.plots.strategies import EVENT_STYLE, EVENTS
 from coopetition.task.evaluators import EvaluatorSpec
 
-CAPTION = ("The computational graph (embeddings, heads, logits) with every edge's effect through Q, K or V by "
-           "exact path patching (width/colour; hover: both estimators), a threshold to hide weak edges and a "
-           "slider over checkpoints under the strategy curves.")
-CAPTION_AGREEMENT = ("Edge attribution patching against exact path patching over training: Spearman correlation "
-                     "over all edges and overlap of the five largest edges, per pair.")
 BINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)  # lower edges of the |effect| bins
 WIDTHS = (0.6, 1.2, 2.0, 3.5, 5.5, 8.0)
 ALPHAS = (0.25, 0.4, 0.55, 0.7, 0.85, 1.0)

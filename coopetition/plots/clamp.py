@@ -9,10 +9,6 @@ from plotly.subplots import make_subplots
 
 from coopetition.plots.common import head_colour, step_axis
 
-CAPTION = ("Dose-response of single heads: in-context accuracy when a head's attention is clamped to strength S "
-           "(last layer: S on the correct label, 1-S on the other, attention delta 2S-1; first layer: S on the "
-           "previous token). Columns: the head's layer-mates kept, ablated, or the head isolated (C25 Fig 2b: a "
-           "copier rises monotonically and passes 0.5 at S = 0.5). Slider: checkpoint.")
 CONDITIONS = ("others_kept", "others_ablated", "isolated")
 TITLES = {"induction": "induction clamp, last layer", "prev_token": "previous-token clamp, layer 0"}
 

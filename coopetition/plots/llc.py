@@ -8,18 +8,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from coopetition.analysis.strategies import EVENTS
 from coopetition.plots.common import colour, head_colour, headline, step_axis
-from coopetition.plots.strategies import EVENT_STYLE
+from coopetition.plots.strategies import EVENT_STYLE, EVENTS
 from coopetition.task.evaluators import EvaluatorSpec
 
-CAPTION = ("Local learning coefficient of every checkpoint (SGLD around it on the training distribution; bars: std "
-           "across chains, dots: each chain) under the strategy curves, on the same step axis, and the loss at the "
-           "checkpoint, L(w*). Dotted lines: ICL peak and ICL/CIWL crossover.")
-CAPTION_TRACES = ("SGLD diagnostics: every chain's loss at every step (dashed: L(w*)) and its running LLC estimate "
-                  "(nbeta * (mean loss so far - L(w*))). A well calibrated chain settles within the first draws and "
-                  "its running estimate flattens; a climbing or diverging trace means the step size is too large. "
-                  "Slider: checkpoint.")
 
 
 def figure(llc: pd.DataFrame, strategies: pd.DataFrame | None = None,

@@ -8,19 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from coopetition.analysis.patching import MIN_GAP
 from coopetition.plots.common import HELPS_HIGH, LOW_GAP_GREY, colour_bar, evaluator_menu, step_axis
 
-CAPTION_POSITIONS = ("Normalised logit difference restored by patching one clean activation into the corrupted run: "
-                     "residual stream per layer boundary x token position (top) and each head's output per position "
-                     "(bottom), one column per clean/corrupted pair; the slider picks the checkpoint. Blue: restores "
-                     "the clean answer (helps it); red: pushes towards the corrupted one. Grey: too small a "
-                     "clean/corrupted gap to read.")
-CAPTION_HEADS = ("Per-head patching over training: head output (z), queries, keys, values or attention pattern of "
-                 "each head, exact or attribution (gradient) estimate (menu), one column per pair.")
-CAPTION_ATTRIBUTION = ("Attribution patching against exact patching for every head's output at every checkpoint "
-                       "(top) and their agreement over training (bottom: Spearman rank correlation; sign agreement "
-                       "on the three largest effects).")
 
 
 def token_names(n_pos: int) -> list[str]:
@@ -28,6 +17,7 @@ def token_names(n_pos: int) -> list[str]:
     return [f"{'xy'[p % 2]}{p // 2 + 1}" for p in range(n_pos - 1)] + ["q"]
 
 
+MIN_GAP = 0.1  # below it patching.csv holds NaN (``analysis.patching.MIN_GAP``; a test checks both)
 RELIABLE_GAP = 1.0  # logits; below it the normalised value is greyed out (a display choice: the CSV keeps it)
 GREY = [[0.0, LOW_GAP_GREY], [1.0, LOW_GAP_GREY]]
 GAP_NOTE = (f"Grey cells: the clean − corrupted logit difference (gap) is under {RELIABLE_GAP:g} logit at that "

@@ -12,10 +12,6 @@ from plotly.subplots import make_subplots
 from coopetition.plots.common import colour_bar, evaluator_menu, preferred, step_axis
 from coopetition.plots.patching import token_names
 
-CAPTION = ("Held-out accuracy of linear probes on the residual stream (rows: layer boundary 'resid l' x token; "
-           "columns: checkpoints) for the query's class, whether each context exemplar matches the query, the "
-           "position of the correct label, each label's identity and each context exemplar's class. A white cross "
-           "marks a cell no better than chance (the majority class; hover shows both). Pick the evaluator.")
 
 
 def figure(table: pd.DataFrame) -> go.Figure:

@@ -11,12 +11,6 @@ from plotly.subplots import make_subplots
 from coopetition.plots.common import LAYER_DASHES, colour_bar, evaluator_menu, head_colour, preferred, step_axis
 from coopetition.plots.patching import token_names
 
-CAPTION = ("Per-head progress measures over training. First layer (code layer 0): previous-token score and "
-           "label-token attention to its exemplar vs to itself. Last layer: induction strength (query to correct "
-           "label minus other label; on Flip > 0 is ICL, < 0 CIWL), direct logit attribution to the correct label "
-           "(dashed: the embeddings' direct path), "
-           "and copy score (does the head's OV circuit write the label it attends to). Pick the evaluator.")
-CAPTION_ATTENTION = "Mean attention pattern of every head (rows: query token, columns: key token); slider: checkpoint."
 PANELS = (("prev_token_score", "first"), ("label_to_prev", "first"), ("label_to_self", "first"),
           ("induction_strength", "last"), ("dla", "last"), ("copy_score", "last"))
 

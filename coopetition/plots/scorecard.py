@@ -11,11 +11,6 @@ from plotly.subplots import make_subplots
 
 from coopetition.plots.common import step_axis
 
-CAPTION = ("Paper (REFERENCE §9.5-9.8) vs measured, per checkpoint: final accuracies, peak positions, layer-0 direct "
-           "effect, only-Q/K/V recomputed, all heads removed, copier curve, layer-0 switch. Green: inside the "
-           "agreement band; red: outside; grey: not compared (words only or a different scale); amber: cannot be "
-           "judged on this run (a peak on its last step, still rising). The paper's "
-           "mechanistic numbers are for its final 64M checkpoint.")
 VERDICT_COLOUR = {"as paper": "#2ca02c", "differs": "#d62728", "not compared": "#7f7f7f",
                   "cannot judge": "#e6ab02"}
 CELL_TINT = {"as paper": "#e8f5e9", "differs": "#fdecea", "not compared": "#f4f4f4", "cannot judge": "#fff6d5"}

@@ -8,16 +8,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from coopetition.analysis.strategies import EVENTS
 from coopetition.plots.common import colour, headline
 from coopetition.task.evaluators import EvaluatorSpec
 
-CAPTION = ("Evaluator curves from the run's eval log: in-context accuracy (IWL: full-vocabulary accuracy) and loss. "
-           "Markers: ICL peak (Flip maximum), ICL-eval peak, and the ICL/CIWL crossover (Flip falls below 0.5); a "
-           "maximum on the last eval step is marked 'not yet peaked'.")
 EVENT_STYLE = {"icl_peak": ("ICL peak", "#d62728", "top center"),
                "icl_eval_peak": ("ICL-eval peak", "#1f77b4", "top right"),
                "crossover": ("ICL/CIWL crossover", "#ff7f0e", "bottom right")}
+EVENTS = tuple(EVENT_STYLE)  # the event rows of strategies.csv (``analysis.strategies.EVENTS``; a test checks both)
 
 
 def at_last_step(event_step: float, curves: pd.DataFrame) -> bool:

@@ -1,8 +1,9 @@
 """``coopetition analyze RUN --checkpoint-range SPEC``: dissect a run's checkpoints; tables, figures, index.html.
 
-The command only parses, validates and calls ``coopetition.analysis.runner.analyze``; a bad run dir, SPEC,
-analysis, evaluator or intervention is a one-line error with exit code 2, and nothing is written. The lists of
-analyses and interventions in ``--help`` come from their registries.
+The command only parses, validates and calls ``coopetition.pipeline.analyze``; a bad run dir, SPEC, analysis,
+evaluator, setting or intervention is a one-line error with exit code 2, and nothing is written. The lists of
+analyses and interventions in ``--help`` come from their registries, and each analysis's flags from its
+``Settings`` (``--{flag_prefix}-{field}``).
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import types
+import typing
 import warnings
-from dataclasses import replace
+from dataclasses import MISSING, Field
 from pathlib import Path
 
-from coopetition.analysis.base import REGISTRY
-from coopetition.analysis.registry import names
+from coopetition.analysis.base import REGISTRY, Analysis
 from coopetition.analysis.config import AnalysisConfig
+from coopetition.analysis.registry import names
 from coopetition.analysis.fanout import EXECUTORS, FanOut
 from coopetition.errors import ConfigError
 from coopetition.interventions import cli as intervention_cli
@@ -58,35 +61,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the forward passes (default: cpu)")
     d = AnalysisConfig()
     p.add_argument("--n-seqs", type=int, default=d.n_seqs, help=f"sequences per evaluator (default: {d.n_seqs})")
-    p.add_argument("--patch-seqs", type=int, default=d.patch_seqs,
-                   help=f"sequences per patching pair (default: {d.patch_seqs})")
-    p.add_argument("--probe-seqs", type=int, default=d.probe_seqs,
-                   help=f"probe sequences per evaluator (default: {d.probe_seqs})")
-    p.add_argument("--probe-classes", type=int, default=d.probe_classes,
-                   help=f"classes per probe set: identity probes are this-way (default: {d.probe_classes})")
-    p.add_argument("--probe-steps", type=int, default=d.probe_steps,
-                   help=f"LBFGS iterations per probe fit (default: {d.probe_steps})")
     p.add_argument("--threads", type=int, default=d.threads,
                    help=f"torch CPU threads; 1 suits a busy machine (default: {d.threads})")
     p.add_argument("--workers", type=_workers, default=d.workers,
                    help="worker processes over checkpoints, or 'auto' (one per core, >= 4 checkpoints each) "
                         f"(default: {d.workers or 'auto'})")
     intervention_cli.add_analyze_arguments(p)
-    p.add_argument("--clamp-strengths", default=",".join(f"{x:g}" for x in d.clamp_strengths),
-                   help="clamped attention strengths S of the clamp analysis (default: 0,0.1,...,1)")
-    p.add_argument("--clamp-exact", action="store_true",
-                   help="clamp: one pass per strength everywhere (default: last-layer induction clamps are read "
-                        "out of their S = 0 and S = 1 passes, the same up to float rounding)")
-    llc = d.llc
-    p.add_argument("--llc-lr", type=float, default=llc.lr, help=f"llc: SGLD step size (default: {llc.lr:g})")
-    p.add_argument("--llc-gamma", type=float, default=llc.gamma,
-                   help=f"llc: localisation strength gamma (default: {llc.gamma:g})")
-    p.add_argument("--llc-nbeta", type=float, default=llc.nbeta,
-                   help="llc: inverse temperature n*beta (default: m / log m, m = the SGLD batch size)")
-    p.add_argument("--llc-chains", type=int, default=llc.chains, help=f"llc: SGLD chains (default: {llc.chains})")
-    p.add_argument("--llc-draws", type=int, default=llc.draws, help=f"llc: draws per chain (default: {llc.draws})")
-    p.add_argument("--llc-burnin", type=int, default=llc.burnin,
-                   help=f"llc: steps discarded before the first draw (default: {llc.burnin})")
+    for name in names():
+        add_settings_arguments(p, REGISTRY[name])
     p.add_argument("--seed", type=int, default=d.seed, help=f"resample permutation and probe data (default: {d.seed})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = p.add_argument_group("cache and fan-out (results are cached per checkpoint; see docs/analyze.md)")
@@ -110,28 +92,85 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run_analyze)
 
 
-def _strengths(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"--clamp-strengths must be a comma list of numbers in [0, 1], got {text!r}") from None
+def _comma_list(kind: type):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma list of {kind.__name__}s, got {text!r}") from None
+    return parse
+
+
+def _flag_type(hint) -> tuple[type, str]:
+    """``(argparse type, kind)`` of a settings field's type: int, float, str, bool, ``X | None`` or
+    ``tuple[X, ...]`` (a comma list)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args and len(args) == 2:
+        return _flag_type(next(a for a in args if a is not type(None)))[0], "optional"
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in (int, float, str):
+        return _comma_list(args[0]), "list"
+    if hint is bool:
+        return bool, "bool"
+    if hint in (int, float, str):
+        return hint, "scalar"
+    raise TypeError(f"settings field type {hint!r} has no flag; use int, float, str, bool, X | None or tuple[X, ...]")
+
+
+def _default_text(f: Field, value) -> str:
+    if "default" in f.metadata:
+        return str(f.metadata["default"])
+    if isinstance(value, tuple):
+        return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def flag(cls: type[Analysis], field: str) -> str:
+    """The flag of one settings field: ``--{flag_prefix}-{field with - for _}``."""
+    return f"--{cls.prefix()}-{field.replace('_', '-')}"
+
+
+def _dest(cls: type[Analysis], field: str) -> str:
+    return f"setting:{cls.name}:{field}"
+
+
+def add_settings_arguments(p: argparse.ArgumentParser, cls: type[Analysis]) -> None:
+    """One flag per field of ``cls.Settings`` (none for an analysis that reads another's settings), its help the
+    field's ``metadata["help"]`` and default."""
+    hints = typing.get_type_hints(cls.Settings)
+    for f in cls.setting_fields():
+        kind, shape = _flag_type(hints[f.name])
+        default = f.default if f.default is not MISSING else f.default_factory()
+        help_text = f.metadata.get("help", f"{cls.name}: {f.name}")
+        if shape == "bool":
+            p.add_argument(flag(cls, f.name), dest=_dest(cls, f.name), action=argparse.BooleanOptionalAction
+                           if default else "store_true", default=default, help=help_text)
+            continue
+        p.add_argument(flag(cls, f.name), dest=_dest(cls, f.name), type=kind, default=default,
+                       metavar=f.name.upper(), help=f"{help_text} (default: {_default_text(f, default)})")
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, dict]:
+    """``{analysis: {field: value}}`` of every analysis's flags (``AnalysisConfig`` keeps the requested ones)."""
+    out: dict[str, dict] = {}
+    for name in names():
+        cls = REGISTRY[name]
+        for f in cls.setting_fields():
+            out.setdefault(name, {})[f.name] = getattr(args, _dest(cls, f.name))
+    return out
 
 
 def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
     return AnalysisConfig(
         analyses=_names(args.analyses, "analyses") if args.analyses is not None else None,
         interventions=intervention_cli.interventions_from_args(args),
-        clamp_strengths=_strengths(args.clamp_strengths), clamp_exact=args.clamp_exact,
         evaluators=_names(args.evaluators, "evaluators") if args.evaluators is not None else None,
-        n_seqs=args.n_seqs, patch_seqs=args.patch_seqs, probe_seqs=args.probe_seqs,
-        probe_classes=args.probe_classes, probe_steps=args.probe_steps, threads=args.threads, seed=args.seed,
-        device=args.device, workers=args.workers,
-        llc=replace(AnalysisConfig().llc, lr=args.llc_lr, gamma=args.llc_gamma, nbeta=args.llc_nbeta,
-                    chains=args.llc_chains, draws=args.llc_draws, burnin=args.llc_burnin))
+        n_seqs=args.n_seqs, threads=args.threads, seed=args.seed, device=args.device, workers=args.workers,
+        settings=settings_from_args(args))
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from coopetition.analysis.runner import SelectionWarning, analyze
+    from coopetition.analysis.runner import SelectionWarning
+    from coopetition.pipeline.run import analyze
 
     config = config_from_args(args)
     fan_out = None
