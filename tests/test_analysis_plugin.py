@@ -261,3 +261,19 @@ def test_unchanged_pages_are_copied_and_changed_ones_drawn(trained_run, tmp_path
     drawn.clear()
     analyze(trained_run, "10:", config, tmp_path / "d", progress_bar=False, use_cache=False)
     assert len(drawn) == 2  # no cache: every page drawn
+
+
+def test_flags_are_the_prefix_and_field_with_dashes_and_keep_the_built_in_names():
+    from coopetition.pipeline.cli import flag
+
+    flags = {flag(get(n), f.name) for n in ("patching", "probes", "clamp", "llc") for f in get(n).setting_fields()}
+    assert {"--patch-seqs", "--probe-seqs", "--probe-classes", "--probe-steps", "--probe-l2", "--clamp-strengths",
+            "--clamp-exact", "--llc-lr", "--llc-gamma", "--llc-nbeta", "--llc-chains", "--llc-draws",
+            "--llc-burnin"} <= flags
+    assert get("circuit").setting_fields() == ()  # reads patching's: no flags of its own
+
+    class Named:
+        name, flag_prefix = "my_thing", ""
+        prefix = classmethod(get("ablation").prefix.__func__)
+
+    assert flag(Named, "max_depth") == "--my-thing-max-depth"

@@ -171,7 +171,8 @@ class Analysis:
 
     @classmethod
     def prefix(cls) -> str:
-        return cls.flag_prefix or cls.name
+        """The flags' prefix: ``flag_prefix``, else the name (``_`` as ``-``: ``my_thing`` gives ``--my-thing-...``)."""
+        return (cls.flag_prefix or cls.name).replace("_", "-")
 
     @classmethod
     def setting_fields(cls) -> tuple:
