@@ -36,6 +36,7 @@ import plotly.graph_objects as go
 
 from coopetition.analysis.base import Analysis, Figure
 from coopetition.errors import ConfigError
+from coopetition.tables import FLOAT, INT, STR
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def draw(table, strategies):
 class QueryNorm(Analysis):
     name: ClassVar[str] = "query_norm"
     caption: ClassVar[str] = "residual norm at the query, scaled"
-    tables: ClassVar[dict] = {"query_norm": ("step", "sequences", "evaluator", "value")}
+    tables: ClassVar[dict] = {"query_norm": {"step": INT, "sequences": INT, "evaluator": STR, "value": FLOAT}}
     Settings = NormSettings
     flag_prefix: ClassVar[str] = "qn"
     needs: ClassVar[tuple] = ("strategies",)

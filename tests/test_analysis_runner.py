@@ -181,12 +181,12 @@ def test_every_page_renders_offline_in_headless_chromium(analysed, tmp_path):
 def test_every_table_reads_back_with_its_declared_kinds_with_rows_or_none(analysed, tmp_path):
     """``coopetition.analysis.tables`` declares what the writer produces: a real table read by pandas alone has
     the declared kinds, and the same table with its header only reads as no rows of the same dtypes."""
-    from coopetition.analysis.tables import SCHEMAS, read_analysis_table
+    from coopetition.analysis.tables import read_analysis_table, schemas
     from coopetition.tables import FLOAT, INT
 
     for name, path in analysed.tables.items():
         inferred = pd.read_csv(path).dtypes
-        for column, kind in SCHEMAS[name].items():
+        for column, kind in schemas()[name].items():
             if kind in (INT, FLOAT):
                 assert inferred[column] == {INT: "int64", FLOAT: "float64"}[kind], (name, column)
         full = read_analysis_table(path.parent, name)

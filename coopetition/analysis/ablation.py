@@ -29,6 +29,7 @@ from coopetition.analysis.base import Analysis, Checkpoint, Figure
 from coopetition.interventions import Ablate, AblateEmbedding, Intervened, Intervention, Preserve
 from coopetition.task.evalset import EvalData
 from coopetition.task.metrics import in_context_scores, readout_labels
+from coopetition.tables import FLOAT, INT, STR
 
 HEAD_METHODS = ("zero", "mean", "resample", "zero_keep_patterns", "zero_keep_values")
 QKV_UNITS = {"recompute_none": ("queries", "keys", "values"), "recompute_q": ("keys", "values"),
@@ -114,8 +115,8 @@ class AblationAnalysis(Analysis):
     title: ClassVar[str] = "Head ablation"
     caption: ClassVar[str] = ("Change in in-context accuracy when a head, a layer, all heads or the token embedding "
                               "is ablated, and the Q/K/V-composition test (C25 section 5.3).")
-    tables: ClassVar[dict] = {"ablation": ("step", "sequences", "evaluator", "unit", "method", "intervention", "metric",
-                                           "value", "delta")}
+    tables: ClassVar[dict] = {"ablation": {"step": INT, "sequences": INT, "evaluator": STR, "unit": STR, "method": STR,
+                                           "intervention": STR, "metric": STR, "value": FLOAT, "delta": FLOAT}}
     figures: ClassVar[tuple] = (Figure("ablation.html", "Head ablation", PAGE_CAPTION,
                                        "coopetition.plots.ablation:figure"),)
 

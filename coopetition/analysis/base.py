@@ -4,7 +4,8 @@ An analysis is one class in one module (a plug-in), and everything the pipeline 
 what the class declares:
 
 - ``name`` (defining a subclass with a ``name`` registers it), ``title``, ``caption``;
-- ``tables``: name -> columns, every one starting with ``step, sequences``;
+- ``tables``: name -> {column: kind} (``coopetition.tables``: INT, FLOAT, BOOL, STR), every one starting with
+  ``step, sequences``; the writer, the cache and ``replot``'s typed reader all follow it;
 - ``Settings``: a frozen dataclass of its own settings (defaults, ``metadata={"help": ...}``, checks in
   ``__post_init__`` raising ``ConfigError``). The ``analyze`` flags ``--{flag_prefix}-{field}`` are generated from
   it, ``analysis.json`` records it, and only it (with the shared ``AnalysisConfig`` fields) keys the analysis's
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch import Tensor
 
 from coopetition.analysis.loading import LoadedRun
+from coopetition.tables import BOOL, FLOAT, INT, STR, Schema
 from coopetition.task.evalset import EvalData
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from coopetition.model import ActivationCache, ICLTransformer
 
 REGISTRY: dict[str, type["Analysis"]] = {}
+KINDS = (INT, FLOAT, BOOL, STR)
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ class Analysis:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     caption: ClassVar[str] = ""
-    tables: ClassVar[dict[str, tuple[str, ...]]] = {}
+    tables: ClassVar[dict[str, Schema]] = {}  # table -> {column: kind}, ``coopetition.tables``' kinds
     needs_model: ClassVar[bool] = True
     # False: run only when named in ``--analyses`` (slow, or needs an optional extra), not by default
     by_default: ClassVar[bool] = True
@@ -155,9 +158,12 @@ class Analysis:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
-            for table, columns in cls.tables.items():
-                if tuple(columns[:2]) != ("step", "sequences"):
-                    raise TypeError(f"analysis {cls.name}: table {table} must start with step, sequences")
+            for table, schema in cls.tables.items():
+                if not isinstance(schema, dict) or tuple(schema)[:2] != ("step", "sequences"):
+                    raise TypeError(f"analysis {cls.name}: table {table} must map columns to kinds, "
+                                    "starting with step and sequences")
+                if any(kind not in KINDS for kind in schema.values()):
+                    raise TypeError(f"analysis {cls.name}: table {table}: column kinds are {', '.join(KINDS)}")
             if not (is_dataclass(cls.Settings) and cls.Settings.__dataclass_params__.frozen):
                 raise TypeError(f"analysis {cls.name}: Settings must be a frozen dataclass")
             if any(not isinstance(f, Figure) for f in cls.figures):

@@ -32,11 +32,13 @@ from coopetition.interventions.paths import (DIRECT, EMBEDDINGS, INPUTS, LOGITS,
                                              sender_names, sender_output)
 from coopetition.model.config import ModelConfig
 from coopetition.model.sites import residual_entering
+from coopetition.tables import FLOAT, INT, STR
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache
 
-COLUMNS = ("step", "sequences", "pair", "sender", "receiver", "input", "method", "effect")
+SCHEMA = {"step": INT, "sequences": INT, "pair": STR, "sender": STR, "receiver": STR, "input": STR, "method": STR,
+          "effect": FLOAT}
 METHODS = ("exact", "attribution")
 TOP = 5
 
@@ -134,7 +136,7 @@ class CircuitAnalysis(Analysis):
     title: ClassVar[str] = "Circuit"
     caption: ClassVar[str] = ("Edges of the computational graph (embeddings, heads, logits; through Q, K or V) "
                               "scored by exact path patching and edge attribution patching on each patching pair.")
-    tables: ClassVar[dict] = {"circuit": COLUMNS}
+    tables: ClassVar[dict] = {"circuit": SCHEMA}
     needs: ClassVar[tuple[str, ...]] = ("strategies",)  # the figure's strategy curves
     by_default: ClassVar[bool] = False  # ~30 s per checkpoint on a busy CPU: several times all the others together
     settings_of: ClassVar[str] = "patching"  # its pairs are patching's (--patch-seqs)

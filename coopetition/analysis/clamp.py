@@ -41,8 +41,10 @@ from coopetition.interventions import (Ablate, AblateEmbedding, Induction, Inter
                                        PrevToken)
 from coopetition.task.evalset import EvalData
 from coopetition.task.metrics import in_context_scores, readout_labels
+from coopetition.tables import FLOAT, INT, STR
 
-COLUMNS = ("step", "sequences", "evaluator", "intervention", "condition", "head", "strength", "metric", "value")
+SCHEMA = {"step": INT, "sequences": INT, "evaluator": STR, "intervention": STR, "condition": STR, "head": STR,
+          "strength": FLOAT, "metric": STR, "value": FLOAT}
 STRENGTHS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
@@ -161,7 +163,7 @@ class ClampAnalysis(Analysis):
     caption: ClassVar[str] = ("Accuracy against the clamped attention strength of each head (last layer: induction "
                               "pattern; first layer: previous-token pattern), with the head's layer-mates kept or "
                               "ablated, or the head isolated (C25 Fig 2b); slider: checkpoint.")
-    tables: ClassVar[dict] = {"clamp": COLUMNS}
+    tables: ClassVar[dict] = {"clamp": SCHEMA}
     Settings = ClampSettings
     figures: ClassVar[tuple] = (Figure("clamp_{value}.html", "Activation clamping ({value})", PAGE_CAPTION,
                                        "coopetition.plots.clamp:figure", each="evaluator",

@@ -35,11 +35,14 @@ from coopetition.errors import ConfigError
 from coopetition.task.metrics import query_loss
 from coopetition.task.sampler import sample_mixture
 from coopetition.train.setup import training_pool
+from coopetition.tables import BOOL, FLOAT, INT
 
 INSTALL_HINT = "the llc analysis needs devinterp: pip install 'coopetition[devinterp]'"
-COLUMNS = ("step", "sequences", "chain", "llc_mean", "llc_std", "init_loss", "loss_mean", "loss_min", "loss_max",
-           "llc_first_half", "llc_second_half", "nbeta", "failed")
-TRACE_COLUMNS = ("step", "sequences", "chain", "sgld_step", "draw", "loss")
+SCHEMA = {"step": INT, "sequences": INT, "chain": INT, "llc_mean": FLOAT, "llc_std": FLOAT, "init_loss": FLOAT,
+          "loss_mean": FLOAT, "loss_min": FLOAT, "loss_max": FLOAT, "llc_first_half": FLOAT, "llc_second_half": FLOAT,
+          "nbeta": FLOAT, "failed": BOOL}
+TRACE_SCHEMA = {"step": INT, "sequences": INT, "chain": INT, "sgld_step": INT, "draw": INT, "loss": FLOAT}
+COLUMNS, TRACE_COLUMNS = tuple(SCHEMA), tuple(TRACE_SCHEMA)
 FIELDS = 3  # class, exemplar, label per item
 
 
@@ -180,7 +183,7 @@ class LLCAnalysis(Analysis):
     title: ClassVar[str] = "Local learning coefficient"
     caption: ClassVar[str] = ("The LLC of every checkpoint (SGLD around it on the training distribution, devinterp; "
                               "needs coopetition[devinterp]) beside the strategy curves, and each chain's loss trace.")
-    tables: ClassVar[dict] = {"llc": COLUMNS, "llc_trace": TRACE_COLUMNS}
+    tables: ClassVar[dict] = {"llc": SCHEMA, "llc_trace": TRACE_SCHEMA}
     needs: ClassVar[tuple[str, ...]] = ("strategies",)  # the figure draws the strategy curves beside the LLC
     by_default: ClassVar[bool] = False  # minutes per checkpoint on a CPU, and an optional extra
     Settings = LLCSettings

@@ -27,6 +27,7 @@ from coopetition.analysis.pairs import PatchPair, build_pairs
 from coopetition.errors import ConfigError
 from coopetition.interventions import Intervened, Patch
 from coopetition.model.sites import hook_name, residual_entering
+from coopetition.tables import FLOAT, INT, STR
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache
@@ -180,8 +181,8 @@ class PatchingAnalysis(Analysis):
     title: ClassVar[str] = "Activation patching"
     caption: ClassVar[str] = ("Exact activation patching (one site from the clean run into the corrupted run) and "
                               "attribution patching, on clean/corrupted pairs built from the evaluators.")
-    tables: ClassVar[dict] = {"patching": ("step", "sequences", "pair", "kind", "component", "layer", "head",
-                                           "position", "metric", "value")}
+    tables: ClassVar[dict] = {"patching": {"step": INT, "sequences": INT, "pair": STR, "kind": STR, "component": STR,
+                                           "layer": INT, "head": INT, "position": INT, "metric": STR, "value": FLOAT}}
     Settings = PatchingSettings
     flag_prefix: ClassVar[str] = "patch"
     figures: ClassVar[tuple] = (

@@ -29,6 +29,7 @@ from coopetition.analysis.patching import resid_points
 from coopetition.analysis.probe_fit import Target, fit_probes, split
 from coopetition.errors import ConfigError
 from coopetition.task.evalset import EvalData
+from coopetition.tables import FLOAT, INT, STR
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache
@@ -109,8 +110,8 @@ class ProbesAnalysis(Analysis):
     name: ClassVar[str] = "probes"
     title: ClassVar[str] = "Linear probes"
     caption: ClassVar[str] = "Held-out accuracy of linear probes on the residual stream, per layer and position."
-    tables: ClassVar[dict] = {"probes": ("step", "sequences", "evaluator", "target", "layer", "position", "metric",
-                                         "value")}
+    tables: ClassVar[dict] = {"probes": {"step": INT, "sequences": INT, "evaluator": STR, "target": STR, "layer": INT,
+                                         "position": INT, "metric": STR, "value": FLOAT}}
     Settings = ProbeSettings
     flag_prefix: ClassVar[str] = "probe"
     figures: ClassVar[tuple] = (Figure("probes.html", "Linear probes", PAGE_CAPTION,

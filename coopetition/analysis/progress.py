@@ -33,6 +33,7 @@ from coopetition.analysis.base import Analysis, Checkpoint, Figure
 from coopetition.model.sites import hook_name
 from coopetition.task.evalset import EvalData
 from coopetition.task.metrics import distinct_mask
+from coopetition.tables import FLOAT, INT, STR
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache, ICLTransformer
@@ -149,8 +150,10 @@ class ProgressAnalysis(Analysis):
     title: ClassVar[str] = "Progress measures"
     caption: ClassVar[str] = "Per-head progress measures and mean attention patterns over training."
     tables: ClassVar[dict] = {
-        "progress": ("step", "sequences", "evaluator", "measure", "layer", "head", "value"),
-        "progress_attention": ("step", "sequences", "evaluator", "layer", "head", "query_pos", "key_pos", "value")}
+        "progress": {"step": INT, "sequences": INT, "evaluator": STR, "measure": STR, "layer": INT, "head": INT,
+                     "value": FLOAT},
+        "progress_attention": {"step": INT, "sequences": INT, "evaluator": STR, "layer": INT, "head": INT,
+                               "query_pos": INT, "key_pos": INT, "value": FLOAT}}
     figures: ClassVar[tuple] = (
         Figure("progress.html", "Progress measures", PAGE_CAPTION, "coopetition.plots.progress:figure",
                tables=("progress",)),

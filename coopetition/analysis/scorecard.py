@@ -34,11 +34,14 @@ from coopetition.analysis.paper import PAPER
 from coopetition.analysis.progress import head_measures
 from coopetition.analysis.strategies import curve, detect_events
 from coopetition.task.evalset import EvalData
+from coopetition.tables import FLOAT, INT, STR
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ActivationCache, ICLTransformer
 
-COLUMNS = ("step", "sequences", "check", "paper", "measured", "unit", "low", "high", "section")
+SCHEMA = {"step": INT, "sequences": INT, "check": STR, "paper": FLOAT, "measured": FLOAT, "unit": STR, "low": FLOAT,
+          "high": FLOAT, "section": STR}
+COLUMNS = tuple(SCHEMA)
 COMPOSITION = {("recompute_none", "qkv_composition"): "l0_direct_effect", ("recompute_q", "qkv_composition"):
                "recompute_q", ("recompute_k", "qkv_composition"): "recompute_k",
                ("recompute_v", "qkv_composition"): "recompute_v", ("all_heads", "zero"): "all_heads_removed"}
@@ -149,7 +152,7 @@ class ScorecardAnalysis(Analysis):
     title: ClassVar[str] = "Scorecard"
     caption: ClassVar[str] = ("Every behavioural and mechanistic check of REFERENCE §9.5-9.8 that applies to the run, "
                               "paper vs measured, per checkpoint.")
-    tables: ClassVar[dict] = {"scorecard": COLUMNS}
+    tables: ClassVar[dict] = {"scorecard": SCHEMA}
     needs: ClassVar[tuple[str, ...]] = ("ablation", "clamp")  # the in-context checks are read from their tables
     figures: ClassVar[tuple] = (Figure("scorecard.html", "Scorecard: paper vs measured", PAGE_CAPTION,
                                        "coopetition.plots.scorecard:figure"),)

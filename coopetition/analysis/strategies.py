@@ -16,10 +16,12 @@ from typing import ClassVar
 import pandas as pd
 
 from coopetition.analysis.base import Analysis, Figure
+from coopetition.tables import FLOAT, INT, STR
 
 CURVE_METRICS = ("in_context_acc", "loss", "acc")
 EVENTS = ("icl_peak", "icl_eval_peak", "crossover")
-COLUMNS = ["step", "sequences", "evaluator", "metric", "value"]
+SCHEMA = {"step": INT, "sequences": INT, "evaluator": STR, "metric": STR, "value": FLOAT}
+COLUMNS = list(SCHEMA)
 
 
 def curve(table: pd.DataFrame, evaluator: str, metric: str = "in_context_acc") -> pd.DataFrame:
@@ -80,7 +82,7 @@ class StrategiesAnalysis(Analysis):
     title: ClassVar[str] = "Strategies"
     caption: ClassVar[str] = ("Evaluator curves from the run's eval log with the ICL peak, ICL-eval peak and the "
                               "ICL/CIWL crossover.")
-    tables: ClassVar[dict] = {"strategies": tuple(COLUMNS)}
+    tables: ClassVar[dict] = {"strategies": SCHEMA}
     needs_model: ClassVar[bool] = False
     figures: ClassVar[tuple] = (Figure("strategies.html", "Strategies", PAGE_CAPTION,
                                        "coopetition.plots.strategies:figure", inline=True),)

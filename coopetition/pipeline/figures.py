@@ -219,11 +219,9 @@ def _keep(page: Path, cached: Path) -> None:
 
 
 def _read(out: Path, table: str) -> pd.DataFrame:
-    from coopetition.analysis.tables import SCHEMAS, read_analysis_table
+    from coopetition.analysis.tables import read_analysis_table
 
-    if table in SCHEMAS:
-        return read_analysis_table(out, table)  # typed, even header-only
-    return pd.read_csv(out / f"{table}.csv")  # a plug-in's table: no declared kinds
+    return read_analysis_table(out, table)  # typed by the analysis's own declaration, even header-only
 
 
 def replot(out: Path) -> dict[str, Path]:
