@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from coopetition.analysis.loading import EvalData
+from coopetition.store.run import EvalData
 from coopetition.model import ICLTransformer, ModelConfig
 from coopetition.task.sampler import ClassPool, sample_sequences
 from coopetition.task.sequence import SequenceSpec

@@ -14,7 +14,7 @@ import pytest
 from coopetition.analysis.registry import get, names
 from coopetition.analysis.tables import SCHEMAS, SKIPPED_SCHEMA, read_analysis_table, read_skipped
 from coopetition.errors import DataError
-from coopetition.store.rundir import EVAL_SCHEMA, TRAIN_SCHEMA, RunReader
+from coopetition.store.reader import EVAL_SCHEMA, TRAIN_SCHEMA, RunReader
 from coopetition.tables import BOOL, FLOAT, INT, STR, empty_table, read_table
 from coopetition.toy.fit import read_network_losses
 

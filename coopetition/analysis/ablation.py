@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from coopetition.analysis.base import Analysis, Checkpoint
-from coopetition.analysis.loading import EvalData
+from coopetition.store.run import EvalData
 from coopetition.analysis.readout import in_context_scores, readout_labels
 from coopetition.interventions import Ablate, AblateEmbedding, Intervened, Intervention, Preserve
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
-from coopetition.analysis.loading import EvalData, LoadedRun
+from coopetition.store.run import EvalData, Run
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,7 +39,7 @@ class Context:
     ``model`` swapped per checkpoint, and the sequences of each evaluator (``data``: the first ``n_seqs`` of the
     run's stored eval sets). ``forward`` and ``data`` are None when no requested analysis needs the model."""
 
-    run: LoadedRun
+    run: Run
     config: AnalysisConfig
     evaluators: tuple[str, ...]
     forward: Intervened | None = None
@@ -122,7 +122,7 @@ class Analysis:
         pass
 
     @classmethod
-    def cache_inputs(cls, run: LoadedRun) -> Any:
+    def cache_inputs(cls, run: Run) -> Any:
         """What this analysis's rows for a checkpoint depend on besides that checkpoint and the analysis settings
         (JSON-able; part of its cache key, ``analysis/cache.py``): e.g. the run's eval log, or another checkpoint
         that ``prepare`` reads. None: nothing."""

@@ -35,7 +35,7 @@ import torch
 
 from coopetition.analysis.ablation import METRICS, variant_scores
 from coopetition.analysis.base import Analysis, Checkpoint
-from coopetition.analysis.loading import EvalData
+from coopetition.store.run import EvalData
 from coopetition.analysis.readout import in_context_scores, readout_labels
 from coopetition.interventions import (Ablate, AblateEmbedding, Induction, Intervened, Intervention, Preserve,
                                        PrevToken)

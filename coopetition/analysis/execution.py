@@ -12,10 +12,10 @@ import torch
 from coopetition.analysis.base import Analysis, Checkpoint, Context
 from coopetition.analysis.cache import run_identity, settings_key
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.loading import LoadedRun, load_checkpoint
+from coopetition.store.run import Run, load_checkpoint
 from coopetition.analysis.registry import get
 from coopetition.store.checkpoint import CheckpointInfo
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 
 
 class Timer:
@@ -41,7 +41,7 @@ class Timer:
             self.cpu[name] += value
 
 
-def build_context(run: LoadedRun, evaluators: tuple[str, ...], config: AnalysisConfig,
+def build_context(run: Run, evaluators: tuple[str, ...], config: AnalysisConfig,
                   timer: Timer | None = None) -> tuple[Context, list[Analysis]]:
     """The run's network (if any requested analysis needs it), its sequences, and one instance per analysis."""
     context = Context(run, config, evaluators, timer=timer)

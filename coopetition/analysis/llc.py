@@ -33,7 +33,7 @@ from coopetition.analysis.base import Analysis, Checkpoint
 from coopetition.errors import ConfigError
 from coopetition.task.metrics import query_loss
 from coopetition.task.sampler import sample_mixture
-from coopetition.train.setup import training_pool
+from coopetition.store.build import training_pool
 
 INSTALL_HINT = "the llc analysis needs devinterp: pip install 'coopetition[devinterp]'"
 COLUMNS = ("step", "sequences", "chain", "llc_mean", "llc_std", "init_loss", "loss_mean", "loss_min", "loss_max",

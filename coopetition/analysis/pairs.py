@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from coopetition.analysis.loading import EvalData
+from coopetition.store.run import EvalData
 from coopetition.task.sequence import DISTRACTOR
 
 

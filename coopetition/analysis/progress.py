@@ -30,7 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from coopetition.analysis.base import Analysis, Checkpoint
-from coopetition.analysis.loading import EvalData
+from coopetition.store.run import EvalData
 from coopetition.analysis.readout import distinct_mask
 from coopetition.model.sites import hook_name
 

@@ -33,13 +33,14 @@ from coopetition.analysis.cache import Store
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.execution import Timer, build_context, cache_keys, checkpoint_rows, sha256_of
 from coopetition.analysis.registry import get
-from coopetition.analysis.loading import LoadedRun
+from coopetition.store.run import Run
 from coopetition.analysis.selection import Selection, parse_spec, resolve
 from coopetition.errors import ConfigError, DataError
 from coopetition.store.checkpoint import CheckpointInfo
 from coopetition.store.atomic import atomic_directory, atomic_write, atomic_write_text
 
-from coopetition.store.rundir import RunReader, now_iso, package_versions
+from coopetition.store.provenance import now_iso, package_versions
+from coopetition.store.reader import RunReader
 
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class AnalysisResult:
     reused: dict[str, int] = field(default_factory=dict)
 
 
-def _evaluators(run: LoadedRun, config: AnalysisConfig) -> tuple[str, ...]:
+def _evaluators(run: Run, config: AnalysisConfig) -> tuple[str, ...]:
     available = tuple(run.evaluator_specs())
     if config.evaluators is None:
         return available
@@ -96,7 +97,7 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
     from coopetition.plots import write_figures
 
     parse_spec(spec)
-    run = LoadedRun.open(Path(run_dir))
+    run = Run.open(Path(run_dir))
     selection = resolve(spec, [c.step for c in run.checkpoints])
     evaluators = _evaluators(run, config)
     run.check_added(config.interventions)
@@ -189,7 +190,7 @@ def _write_table(path: Path, rows: list[dict], columns: list[str]) -> pd.DataFra
     return frame
 
 
-def _write_record(out: Path, run: LoadedRun, spec: str, selection: Selection, evaluators: tuple[str, ...],
+def _write_record(out: Path, run: Run, spec: str, selection: Selection, evaluators: tuple[str, ...],
                   config: AnalysisConfig, timer: Timer, cache: dict) -> None:
     """``analysis.json``: what was analysed and how, so the folder can be reproduced and trusted."""
     import json

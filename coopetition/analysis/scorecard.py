@@ -31,7 +31,7 @@ from torch import Tensor
 from coopetition.analysis.ablation import ablation_variants, variant_scores
 from coopetition.analysis.base import Analysis, Checkpoint
 from coopetition.analysis.clamp import clamp_variants, linear_applies, linear_scores
-from coopetition.analysis.loading import EvalData, load_checkpoint
+from coopetition.store.run import EvalData, load_checkpoint
 from coopetition.analysis.paper import PAPER
 from coopetition.analysis.progress import head_measures
 from coopetition.analysis.strategies import curve, detect_events
