@@ -40,7 +40,6 @@ from coopetition.store.checkpoint import CheckpointInfo
 from coopetition.store.atomic import atomic_directory, atomic_write, atomic_write_text
 
 from coopetition.store.provenance import now_iso, package_versions
-from coopetition.store.reader import RunReader
 
 
 if TYPE_CHECKING:
@@ -204,7 +203,8 @@ def _write_record(out: Path, run: Run, spec: str, selection: Selection, evaluato
         "analysis": config.to_dict(),
         "run_interventions": [i.spec for i in run.config.interventions],
         "added_interventions": [i.spec for i in config.interventions],
-        "sources": [{k: e[k] for k in ("role", "spec", "file", "sha256", "step")} for e in RunReader(run.path).sources()],
+        "sources": [{k: getattr(e, k) for k in ("role", "spec", "file", "sha256", "step")}
+                    for e in run.manifest().sources],
         "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
         "cache": cache,  # where per-checkpoint results live; per analysis, checkpoints computed now / read back
         "versions": package_versions(),

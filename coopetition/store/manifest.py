@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,8 @@ class FileEntry:
 class CheckpointEntry(FileEntry):
     """A committed checkpoint (``checkpoints/step_*.safetensors``)."""
 
-    step: int = field(default=-1)
-    sequences: int = field(default=-1)
+    step: int
+    sequences: int
     what = "checkpoints"
 
     def check(self) -> None:
@@ -88,7 +88,7 @@ class CheckpointEntry(FileEntry):
 class ResumeEntry(FileEntry):
     """A resume state (``resume/step_*.safetensors``): Adam, the data RNG and the loop counters at ``step``."""
 
-    step: int = field(default=-1)
+    step: int
     what = "resume"
 
     def check(self) -> None:
@@ -105,11 +105,11 @@ class SourceEntry(FileEntry):
     position ``index`` among the run's grafts) or init_from; ``spec``, ``step`` and ``sha256_of_source`` say where
     it was copied from."""
 
-    role: str = ""
-    index: int = -1
-    spec: str = ""
-    step: int = -1
-    sha256_of_source: str = ""
+    role: str
+    index: int
+    spec: str
+    step: int
+    sha256_of_source: str
     what = "sources"
 
     def check(self) -> None:
@@ -181,7 +181,13 @@ class Manifest:
         return out
 
 
-_DACITE = dacite.Config(strict=True, cast=[tuple])
+def _listed(value: Any) -> Any:
+    """A JSON list becomes the section's tuple; anything else is left for dacite to refuse as the wrong type."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+_DACITE = dacite.Config(strict=True, type_hooks={
+    tuple[kind, ...]: _listed for kind in (CheckpointEntry, ResumeEntry, SourceEntry, Session)})
 
 
 def load_manifest(data: Any, path: Path) -> Manifest:

@@ -25,7 +25,8 @@ from coopetition.errors import ConfigError, DataError
 from coopetition.faults import fault_point
 from coopetition.store.atomic import atomic_write, atomic_write_text, fsync_dir
 from coopetition.store.checkpoint import checkpoint_name, file_sha256, save_tensors
-from coopetition.store.contain import CHECKPOINT, CONFIG, LOCK, RESUME, SOURCE, ZOOM_EVAL_TABLE, check_folders, contained
+from coopetition.store.contain import (CHECKPOINT, CONFIG, LOCK, RESUME, SOURCE, ZOOM_EVAL_TABLE, check_folders,
+                                       contained)
 from coopetition.store.lock import is_locked, release_lock, take_lock
 from coopetition.store.manifest import (MAX_SESSIONS, CheckpointEntry, FileEntry, Manifest, ResumeEntry, Session,
                                         SourceEntry)
