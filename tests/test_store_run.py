@@ -181,3 +181,21 @@ def test_run_open_refuses_an_edited_config_and_a_malformed_manifest(trained_run,
     (run / "config.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="config.json"):
         Run.open(run)
+
+
+def test_store_sits_below_train_and_analysis_and_imports_config_at_the_top():
+    """The run handle lives in ``store``: nothing there reaches up into ``train``, ``analysis`` or the apps, and
+    ``config`` (below ``store``) is imported at module level, never late inside a function."""
+    import ast
+
+    from tests.test_layering import PACKAGE, graph
+
+    above = ("coopetition.train", "coopetition.analysis", "coopetition.plots", "coopetition.pipeline",
+             "coopetition.cli", "coopetition.zoom", "coopetition.sweep")
+    for module, targets in graph().items():
+        if module.startswith("coopetition.store"):
+            assert not {t for t in targets if t.startswith(above)}, module
+    for path in (PACKAGE / "store").glob("*.py"):
+        for func in (n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)):
+            late = [n.module for n in ast.walk(func) if isinstance(n, ast.ImportFrom)]
+            assert not [m for m in late if m and m.startswith(("coopetition.config", "coopetition.train"))], path

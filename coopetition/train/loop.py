@@ -132,7 +132,7 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
     # got as far as listing them (an init_from run re-reads its source: step 0 is that checkpoint's weights).
     reuse = resume and not (restart and (existing.manifest().eval_sets is None or tc.init_from is not None))
     run = build_training(config, existing if reuse else None)
-    model, forward, data_gen, train_step, prepared = run.model, run.forward, run.data_gen, run.step, run.prepared
+    model, forward, train_step, prepared = run.model, run.forward, run.step, run.prepared
     if restart:
         check_recorded(run_dir, config, run)
 
