@@ -74,7 +74,7 @@ def cache_keys(context: Context, model: list) -> dict[str, str]:
     """The settings key of each model analysis (``cache.settings_key``)."""
     run = context.run
     identity = run_identity([i.spec for i in run.config.interventions],
-                            [e.as_dict() for e in run.manifest().sources])
+                            [vars(e) for e in run.manifest().sources])
     config = context.config.to_dict()
     return {a.name: settings_key(a.name, config, context.evaluators, {**identity, "inputs": a.cache_inputs(run)})
             for a in model}

@@ -9,9 +9,8 @@ manifest that breaks a rule is one DataError, ``malformed manifest PATH: WHY``. 
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ MAX_STEPS = 10**10  # train.MAX_STEPS (store sits below train)
 MAX_SEQUENCES = 2**63 - 1
 MAX_SESSIONS = 64  # run-time settings of the newest processes that wrote the run
 MAX_TABLE_BYTES = 256 << 20  # eval.csv / train.csv / eval_zoom.csv
-MAX_SOURCES_INDEX = 1 << 16
+MAX_SOURCE_INDEX = 1 << 16
 SOURCE_ROLES = ("graft", "init_from")
 
 
@@ -33,16 +32,19 @@ class _Bad(ValueError):
 
 
 def _int(value: Any, high: int) -> bool:
-    return type(value) is int and 0 <= value <= high
+    return type(value) is int and 0 <= value <= high  # type(): JSON true is not 1
 
 
-def _sha(value: Any) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+def _file_ok(entry: Any, max_bytes: int = MAX_TENSOR_FILE) -> bool:
+    return (_int(entry.bytes, max_bytes) and isinstance(entry.sha256, str)
+            and re.fullmatch(r"[0-9a-f]{64}", entry.sha256) is not None)
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _refuse(entry: Any, section: str) -> _Bad:
+    text = repr(asdict(entry))
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return _Bad(f"{section} entry {shown} is not {{{', '.join(f.name for f in fields(entry))}}} of the right types "
+                f"and ranges")
 
 
 @dataclass(frozen=True)
@@ -54,53 +56,41 @@ class FileEntry:
     sha256: str
 
     def __post_init__(self) -> None:
-        if not (_int(self.bytes, MAX_TENSOR_FILE) and _sha(self.sha256)):
-            raise _Bad(f"{self.what} entry {_short(self.as_dict())} has a field of the wrong type or out of range")
-        self.check()
-
-    what = "file"
-
-    def check(self) -> None:
-        """Bounds of the subclass's own fields."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if not _file_ok(self):
+            raise _refuse(self, "file")
 
 
 @dataclass(frozen=True)
-class CheckpointEntry(FileEntry):
+class CheckpointEntry:
     """A committed checkpoint (``checkpoints/step_*.safetensors``)."""
 
     step: int
     sequences: int
-    what = "checkpoints"
+    file: str
+    bytes: int
+    sha256: str
 
-    def check(self) -> None:
-        if not (_int(self.step, MAX_STEPS) and _int(self.sequences, MAX_SEQUENCES)):
-            raise _Bad(f"checkpoints entry {_short(self.as_dict())} has a field of the wrong type or out of range")
-
-    def as_dict(self) -> dict[str, Any]:  # the writer's order
-        return {"step": self.step, "sequences": self.sequences, "file": self.file, "bytes": self.bytes,
-                "sha256": self.sha256}
+    def __post_init__(self) -> None:
+        if not (_int(self.step, MAX_STEPS) and _int(self.sequences, MAX_SEQUENCES) and _file_ok(self)):
+            raise _refuse(self, "checkpoints")
 
 
 @dataclass(frozen=True)
-class ResumeEntry(FileEntry):
+class ResumeEntry:
     """A resume state (``resume/step_*.safetensors``): Adam, the data RNG and the loop counters at ``step``."""
 
     step: int
-    what = "resume"
+    file: str
+    bytes: int
+    sha256: str
 
-    def check(self) -> None:
-        if not _int(self.step, MAX_STEPS):
-            raise _Bad(f"resume entry {_short(self.as_dict())} has a field of the wrong type or out of range")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "file": self.file, "bytes": self.bytes, "sha256": self.sha256}
+    def __post_init__(self) -> None:
+        if not (_int(self.step, MAX_STEPS) and _file_ok(self)):
+            raise _refuse(self, "resume")
 
 
 @dataclass(frozen=True)
-class SourceEntry(FileEntry):
+class SourceEntry:
     """A kept copy of a frozen source checkpoint (``sources/{role}_{index}.safetensors``): ``role`` graft (its
     position ``index`` among the run's grafts) or init_from; ``spec``, ``step`` and ``sha256_of_source`` say where
     it was copied from."""
@@ -110,18 +100,14 @@ class SourceEntry(FileEntry):
     spec: str
     step: int
     sha256_of_source: str
-    what = "sources"
+    file: str
+    bytes: int
+    sha256: str
 
-    def check(self) -> None:
-        if not (self.role in SOURCE_ROLES and _int(self.index, MAX_SOURCES_INDEX) and _int(self.step, MAX_STEPS)
-                and len(self.spec) < 4096):
-            raise _Bad(f"sources entry {_short(self.as_dict())} is not "
-                       f"{{{', '.join(sorted(f.name for f in dataclasses.fields(self)))}}}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "index": self.index, "spec": self.spec, "step": self.step,
-                "sha256_of_source": self.sha256_of_source, "file": self.file, "bytes": self.bytes,
-                "sha256": self.sha256}
+    def __post_init__(self) -> None:
+        if not (self.role in SOURCE_ROLES and _int(self.index, MAX_SOURCE_INDEX) and _int(self.step, MAX_STEPS)
+                and len(self.spec) < 4096 and _file_ok(self)):
+            raise _refuse(self, "sources")
 
 
 @dataclass(frozen=True)
@@ -135,10 +121,9 @@ class Session:
     how: str
 
     def __post_init__(self) -> None:
-        values = dataclasses.astuple(self)
-        if not (all(len(str(v)) < 64 for v in values) and type(self.from_step) is int
+        if not (all(len(str(v)) < 64 for v in asdict(self).values()) and type(self.from_step) is int
                 and (self.threads is None or type(self.threads) is int)):
-            raise _Bad(f"sessions is not a list of {{{', '.join(f.name for f in dataclasses.fields(self))}}}")
+            raise _refuse(self, "sessions")
 
 
 @dataclass(frozen=True)
@@ -157,8 +142,8 @@ class Manifest:
             steps = [e.step for e in getattr(self, key)]
             if len(set(steps)) != len(steps):
                 raise _Bad(f"{key} lists a step twice")
-        if self.zoom_eval is not None and self.zoom_eval.bytes > MAX_TABLE_BYTES:
-            raise _Bad("zoom_eval is not {file, bytes, sha256}")
+        if self.zoom_eval is not None and not _file_ok(self.zoom_eval, MAX_TABLE_BYTES):
+            raise _refuse(self.zoom_eval, "zoom_eval")
         if len(self.sessions) > MAX_SESSIONS:
             raise _Bad(f"sessions lists more than {MAX_SESSIONS}")
 
@@ -167,17 +152,14 @@ class Manifest:
         return bool(self.checkpoints)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON the writer commits (absent sections left out, entries in the writer's key order)."""
-        out: dict[str, Any] = {"checkpoints": [e.as_dict() for e in self.checkpoints],
-                               "resume": [e.as_dict() for e in self.resume]}
-        if self.eval_sets is not None:
-            out["eval_sets"] = self.eval_sets.as_dict()
-        if self.sources:
-            out["sources"] = [e.as_dict() for e in self.sources]
-        if self.zoom_eval is not None:
-            out["zoom_eval"] = self.zoom_eval.as_dict()
-        if self.sessions:
-            out["sessions"] = [dataclasses.asdict(s) for s in self.sessions]
+        """The JSON the writer commits (absent sections left out)."""
+        out: dict[str, Any] = {}
+        for key in ("checkpoints", "resume", "eval_sets", "sources", "zoom_eval", "sessions"):
+            value = getattr(self, key)
+            if isinstance(value, tuple) and (value or key in ("checkpoints", "resume")):
+                out[key] = [asdict(e) for e in value]
+            elif value:
+                out[key] = asdict(value)
         return out
 
 
@@ -202,15 +184,12 @@ def load_manifest(data: Any, path: Path) -> Manifest:
     except _Bad as err:
         raise bad(str(err)) from None
     except dacite.UnexpectedDataError as err:
-        where = f"{_section(err)}: " if _section(err) else ""
-        raise bad(f"{where}unknown key(s) {sorted(map(str, err.keys))[:3]}") from None
+        raise bad(f"unknown key(s) {sorted(map(str, err.keys))[:3]}") from None
     except dacite.MissingValueError as err:
         raise bad(f"an entry lacks {err.field_path}") from None
     except dacite.WrongTypeError as err:
-        raise bad(f"{err.field_path} has the wrong type (got {_short(err.value, 60)})") from None
+        text = repr(err.value)
+        raise bad(f"{err.field_path} has the wrong type (got {text[:57] + '...' if len(text) > 60 else text})"
+                  ) from None
     except (dacite.DaciteError, TypeError, ValueError, AttributeError) as err:
-        raise bad(f"a section or entry has the wrong shape ({_short(str(err), 120)})") from None
-
-
-def _section(err: dacite.UnexpectedDataError) -> str:
-    return getattr(err, "field_path", None) or ""
+        raise bad(f"a section or entry has the wrong shape ({str(err)[:120]})") from None
