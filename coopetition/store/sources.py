@@ -21,10 +21,10 @@ from coopetition.interventions import CheckpointRef, Graft, Intervened, validate
 from coopetition.model.config import ModelConfig
 from coopetition.store.checkpoint import load_tensors, verify_file
 from coopetition.store.reader import RunReader
-from coopetition.store.writer import RunWriter
 
-if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
+if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model); readers never load the writer
     from coopetition.model import ICLTransformer
+    from coopetition.store.writer import RunWriter
 
 
 @dataclass(frozen=True)
