@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 
 from coopetition.config import RunConfig
 from coopetition.errors import CoopetitionError
-from coopetition.store.rundir import RunReader
+from coopetition.store.run import Run
 from coopetition.train.loop import train
 
 LN2 = math.log(2)
@@ -46,12 +46,11 @@ def variant(base: RunConfig, args: argparse.Namespace, name: str, interventions:
 
 def _complete(config: RunConfig, run_dir: Path) -> bool:
     try:
-        recorded = RunReader.open(run_dir).config()["config"]
+        run = Run.open(run_dir, verify=False)
     except CoopetitionError:
         return False
-    steps = [c.step for c in RunReader.open(run_dir).checkpoints()]
-    same = json.loads(json.dumps(recorded)) == json.loads(json.dumps(config.to_dict()))
-    return same and config.train.steps in steps and (run_dir / "eval.csv").exists()
+    same = json.loads(json.dumps(run.config.to_dict())) == json.loads(json.dumps(config.to_dict()))
+    return same and config.train.steps in run.steps and (run_dir / "eval.csv").exists()
 
 
 def _train_one(item: tuple[RunConfig, Path, bool]) -> Path:
@@ -76,7 +75,7 @@ def eval_long(runs: dict[str, Path], **columns: dict[str, object]) -> pd.DataFra
     """Every run's eval.csv stacked, with a ``run`` column and any per-run columns given as ``{run: value}``."""
     frames = []
     for name, path in runs.items():
-        frame = RunReader.open(path).eval_table().assign(run=name)
+        frame = Run.open(path, verify=False).eval_table().assign(run=name)
         for column, values in columns.items():
             frame[column] = values[name]
         frames.append(frame)
@@ -125,4 +124,4 @@ def source_run(preset: RunConfig, run_dir: Path, steps: int, progress: bool) -> 
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
-    return [c.step for c in RunReader.open(run_dir).checkpoints()]
+    return list(Run.open(run_dir, verify=False).steps)

@@ -25,7 +25,7 @@ from _recipes import (common_arguments, eval_long, line_figure, train_all, varia
 from c25_matching_exemplars import transience  # noqa: E402
 
 from coopetition.presets import get_preset  # noqa: E402
-from coopetition.store.rundir import RunReader  # noqa: E402
+from coopetition.store.run import Run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     decays = {f"wd {d}": float(d) for d in args.decays.split(",")}
     if args.main:
-        decays["wd 0 (main)"] = float(RunReader.open(args.main).config()["config"]["train"]["weight_decay"])
+        decays["wd 0 (main)"] = Run.open(args.main, verify=False).config.train.weight_decay
     configs = {name: variant(get_preset("quick"), args, name.replace(" ", "_"), weight_decay=wd,
                              weight_decay_form=args.form) for name, wd in decays.items() if name != "wd 0 (main)"}
     runs = {name: (config, args.out / "runs" / name.replace(" ", "_")) for name, config in configs.items()}

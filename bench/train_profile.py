@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_vs_plain import _steps  # noqa: E402
 
 from coopetition.presets import get_preset  # noqa: E402
-from coopetition.train.setup import derive_sizes, load_run_bank, training_pool  # noqa: E402
+from coopetition.store.build import derive_sizes, load_run_bank, training_pool  # noqa: E402
 
 
 def op_table(step, n: int) -> dict[str, tuple[float, int]]:

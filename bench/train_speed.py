@@ -15,7 +15,8 @@ from coopetition.interventions import intervene
 from coopetition.presets import get_preset
 from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.schedule import schedule_steps
-from coopetition.train.setup import derive_sizes, eval_sets_for, load_run_bank, model_for, training_pool
+from coopetition.store.build import derive_sizes, load_run_bank, model_for, training_pool
+from coopetition.store.evalsets import eval_sets_for
 from coopetition.train.step import TrainStep, make_optimizer
 
 

@@ -22,7 +22,7 @@ import torch
 import coopetition.train.loop as loop
 from coopetition.config import apply_override, config_from_dict
 from coopetition.presets import get_preset
-from coopetition.store.rundir import RunWriter
+from coopetition.store.writer import RunWriter
 from coopetition.train.step import TrainStep
 
 SPENT: dict[str, float] = defaultdict(float)

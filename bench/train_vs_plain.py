@@ -36,7 +36,7 @@ from plain_model import PlainICLTransformer, max_logit_difference  # noqa: E402
 from coopetition.interventions import intervene  # noqa: E402
 from coopetition.model import ICLTransformer  # noqa: E402
 from coopetition.presets import get_preset  # noqa: E402
-from coopetition.train.setup import derive_sizes, load_run_bank, model_for, training_pool  # noqa: E402
+from coopetition.store.build import derive_sizes, load_run_bank, model_for, training_pool  # noqa: E402
 from coopetition.train.step import TrainStep, make_optimizer  # noqa: E402
 
 

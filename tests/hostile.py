@@ -209,7 +209,7 @@ def read_resume(case: Case) -> Outcome:
     assert code in (0, 2), message
     if code == 0:  # a correct result: a finished run whose last checkpoint (resume's own work) verifies
         from coopetition.store.checkpoint import verify_file
-        from coopetition.store.rundir import RunReader
+        from coopetition.store.reader import RunReader
 
         # Resume continues from the last verified state and does not re-hash the earlier checkpoints (a run of
         # 8 GB would pay for it on every restart); one corrupted before the kill stays listed, and analyze skips
@@ -223,7 +223,7 @@ def read_resume(case: Case) -> Outcome:
 
 def _like_model():
     from tests.conftest import tiny_run_config
-    from coopetition.train.setup import derive_sizes, load_run_bank, model_for
+    from coopetition.store.build import derive_sizes, load_run_bank, model_for
 
     config = tiny_run_config()
     bank = load_run_bank(config)
@@ -240,7 +240,7 @@ def _library(reader: str, call: Callable[[], object]) -> Outcome:
 
 
 def read_init_from(case: Case) -> Outcome:
-    from coopetition.train.sources import load_source_model, resolve_sources
+    from coopetition.store.sources import load_source_model, resolve_sources
     from tests.conftest import tiny_run_config
 
     model, fingerprint = _like_model()
@@ -252,7 +252,7 @@ def read_init_from(case: Case) -> Outcome:
 
 
 def read_graft(case: Case) -> Outcome:
-    from coopetition.train.sources import intervene_from_runs
+    from coopetition.store.sources import intervene_from_runs
 
     model, fingerprint = _like_model()
     return _library("graft", lambda: intervene_from_runs((f"graft_out:{case.run}@20:0",), model, fingerprint))
@@ -261,9 +261,9 @@ def read_graft(case: Case) -> Outcome:
 def read_run_reader(case: Case) -> Outcome:
     """``RunReader`` directly: each call either answers or is one DataError; a listed checkpoint that verifies loads."""
     from coopetition.store.checkpoint import load_tensors
-    from coopetition.store.rundir import RunReader
+    from coopetition.store.reader import RunReader
     from coopetition.task.evaluators import EVAL_SETS_LAYOUT
-    from coopetition.train.setup import checkpoint_bytes_bound
+    from coopetition.store.build import checkpoint_bytes_bound
 
     def read() -> None:
         reader = RunReader.open(case.run)

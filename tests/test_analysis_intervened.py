@@ -71,10 +71,10 @@ def test_the_grafted_run_stays_analysable_without_its_source(runs, tmp_path):
 
 def test_without_the_runs_interventions_the_numbers_would_differ(runs, tmp_path):
     """The equality above is not vacuous: the bare checkpoints score differently."""
-    from coopetition.analysis.loading import LoadedRun, load_checkpoint
+    from coopetition.store.run import Run, load_checkpoint
     from coopetition.train.evaluate import evaluate, prepare_eval_sets
 
-    run = LoadedRun.open(runs["graft_out"])
+    run = Run.open(runs["graft_out"])
     bank = run.bank()
     model = run.build_model(bank)
     load_checkpoint(model, run.checkpoints[-1])

@@ -83,8 +83,8 @@ def test_without_devinterp_llc_exits_2_with_the_install_hint(trained_run, tmp_pa
 def test_llc_on_a_tiny_run(trained_run, tmp_path):
     pytest.importorskip("devinterp.slt.sampling")
     from coopetition.analysis.execution import build_context
-    from coopetition.analysis.loading import LoadedRun, load_checkpoint
     from coopetition.pipeline import analyze
+    from coopetition.store.run import Run, load_checkpoint
     from coopetition.task.metrics import query_loss
 
     llc = LLCSettings(lr=1e-5, gamma=100.0, chains=2, draws=6, burnin=2, batch_size=8, n_seqs=32)
@@ -99,7 +99,7 @@ def test_llc_on_a_tiny_run(trained_run, tmp_path):
     assert not table["failed"].any() and ((table["nbeta"] - 8 / math.log(8)).abs() < 1e-4).all()
 
     # L(w*): the analysed network's mean query loss over the sampled sequences, recomputed here
-    run = LoadedRun.open(trained_run)
+    run = Run.open(trained_run)
     context, analyses = build_context(run, tuple(run.evaluator_specs()), config)
     sampled = analyses[-1]
     ids = torch.stack([d["input_ids"] for d in sampled.dataset])

@@ -18,7 +18,7 @@ import pytest
 from coopetition.analysis.base import Context
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.execution import cache_keys
-from coopetition.analysis.loading import LoadedRun
+from coopetition.store.run import Run
 from coopetition.analysis.registry import get
 from coopetition.errors import ConfigError
 from coopetition.pipeline import analyze
@@ -157,7 +157,7 @@ def test_analysis_json_records_every_requested_analysis_settings(trained_run, tm
 
 
 def test_an_analysis_cache_key_has_only_the_shared_fields_and_its_own_settings(trained_run, tmp_path):
-    run = LoadedRun.open(trained_run)
+    run = Run.open(trained_run)
     classes = [get(n) for n in ("ablation", "probes", "clamp", "patching", "circuit")]
 
     def keys(**settings):

@@ -10,7 +10,7 @@ import torch
 from coopetition.analysis.ablation import ablation_rows
 from coopetition.analysis.clamp import STRENGTHS, clamp_rows, clamp_variants
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.loading import LoadedRun
+from coopetition.store.run import Run
 from coopetition.analysis.paper import BY_CHECK, PAPER, PaperCheck
 from coopetition.pipeline import analyze
 from coopetition.analysis.scorecard import COLUMNS, copier_summary, label_attention, table_checks, timeline
@@ -178,7 +178,7 @@ def test_table_is_one_row_per_check_and_step(scorecard, trained_run):
     _, table = scorecard
     assert tuple(table.columns) == COLUMNS
     assert sorted(table["step"].unique()) == [10, 30]
-    run = LoadedRun.open(trained_run)
+    run = Run.open(trained_run)
     events = timeline(run.eval_table(), run.config.train.steps)
     expected = [c.check for c in PAPER if c.evaluator is not None or c.check in events]
     if "flip_peak" not in events:  # the layer-0 switch is measured against the checkpoint at the flip peak

@@ -8,7 +8,7 @@ import torch
 
 from coopetition import bank as bank_module
 from coopetition.bank import BankConfig, load_bank
-from coopetition.train.setup import Sizes
+from coopetition.store.build import Sizes
 from coopetition.errors import ConfigError, DataError
 
 
@@ -214,7 +214,7 @@ def test_only_the_reference_shape_and_dataset_path_are_recognised(tmp_path, smal
 def test_reference_feature_file_trains_the_c25_model_with_1719232_parameters(tmp_path):
     """The real 12984 x 20 x 512 shape (read as 532 MB of zeros, ~2 s): C25 on it trains 12800 classes, not 12984."""
     from coopetition.presets import get_preset
-    from coopetition.train.setup import derive_sizes, model_for
+    from coopetition.store.build import derive_sizes, model_for
 
     c25 = get_preset("c25")
     config = replace(c25, bank=replace(c25.bank, source=_h5_bank(tmp_path / "omniglot_features_reordered.h5",

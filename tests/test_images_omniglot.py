@@ -229,7 +229,7 @@ def test_a_c25_shaped_run_trains_on_the_built_file(built, tmp_path):
                  "--set", "bank.exemplar_split=[20, 0, 0]", "--steps", "4", "--batch-size", "8",
                  "--device", "cpu", "--threads", "1", "--checkpoints", "every:2", "--evals", "every:4",
                  "--set", "eval.n_seqs=32", "--no-progress"]) == 0
-    from coopetition.store.rundir import RunReader
+    from coopetition.store.reader import RunReader
 
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert record["config"]["bank"]["source"] == str(bank) and record["config"]["preset"] == "c25"

@@ -11,11 +11,12 @@ import torch
 from coopetition.errors import ConfigError
 from coopetition.interventions import intervene
 from coopetition.store.checkpoint import file_sha256, load_tensors
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.loop import train
-from coopetition.train.setup import derive_sizes, eval_sets_for, load_run_bank, model_for
-from coopetition.train.sources import intervene_from_runs, resolve_sources
+from coopetition.store.build import derive_sizes, load_run_bank, model_for
+from coopetition.store.evalsets import eval_sets_for
+from coopetition.store.sources import intervene_from_runs, resolve_sources
 from tests.conftest import tiny_run_config
 
 pytestmark = pytest.mark.e2e
@@ -118,8 +119,8 @@ def test_training_with_graft_out_keeps_the_source_and_evaluates_intervened(tmp_p
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
     assert meta["config"]["interventions"] == [f"graft_out:{source}@10:0"]
     assert meta["derived"]["sources"][0]["step"] == 10
-    kept = RunReader.open(tmp_path / "run").sources()[0]  # the run keeps the very bytes it grafted
-    assert kept["sha256"] == sha and file_sha256(tmp_path / "run" / kept["file"]) == sha
+    kept, _ = RunReader.open(tmp_path / "run").sources()[0]  # the run keeps the very bytes it grafted
+    assert kept.sha256 == sha and file_sha256(tmp_path / "run" / kept.file) == sha
     first, last = (load_tensors(tmp_path / "run" / "checkpoints" / f"step_{s:011d}.safetensors")[0] for s in (0, 10))
     assert torch.equal(first["blocks.1.attn.W_Q"], last["blocks.1.attn.W_Q"])  # bypassed: never updated
     assert not torch.equal(first["blocks.0.attn.W_Q"], last["blocks.0.attn.W_Q"])

@@ -12,7 +12,8 @@ from coopetition.task.config import TaskConfig
 from coopetition.task.label_pairs import all_pairs, split_pairs, split_sizes
 from coopetition.task.sampler import ClassPool, sample_sequences
 from coopetition.task.sequence import BURSTY, DISTRACTOR, SequenceSpec
-from coopetition.train.setup import derive_sizes, eval_sets_for, load_run_bank, model_for
+from coopetition.store.build import derive_sizes, load_run_bank, model_for
+from coopetition.store.evalsets import eval_sets_for
 
 IH24_PAIRS = dict(relabel="fewshot", fewshot_labels=5, fewshot_split=(8, 2, 0))
 

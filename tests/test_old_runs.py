@@ -53,7 +53,7 @@ def test_an_old_run_analyses_to_the_same_numbers(tag, tmp_path):
 def test_an_old_run_resumes(tag, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(DATA / tag, run)
-    from coopetition.store.rundir import RunReader
+    from coopetition.store.reader import RunReader
     from coopetition.train.loop import train
     from tests.conftest import tiny_run_config
 

@@ -12,7 +12,7 @@ import torch
 
 import coopetition
 from coopetition.errors import DataError
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

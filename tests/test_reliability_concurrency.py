@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from coopetition.analysis.loading import LoadedRun
+from coopetition.store.run import Run
 from coopetition.cli import main
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 from coopetition.train.loop import train
 from tests.conftest import tiny_run_config
 
@@ -38,7 +38,7 @@ def test_a_second_writer_is_refused_and_a_reader_sees_only_complete_checkpoints(
                                                  "--no-progress"],))
     first.start()
     deadline = time.monotonic() + 120
-    while not ((run / "manifest.json").exists() and RunReader(run).manifest()["checkpoints"]):
+    while not ((run / "manifest.json").exists() and RunReader(run).manifest().checkpoints):
         assert time.monotonic() < deadline and first.is_alive()
         time.sleep(0.02)
     refusals = {
@@ -52,7 +52,7 @@ def test_a_second_writer_is_refused_and_a_reader_sees_only_complete_checkpoints(
         assert message in err and len(err.splitlines()) == 1
     seen = []
     while first.is_alive():  # analyze's view of a run that is being written
-        loaded = LoadedRun.open(run)
+        loaded = Run.open(run)
         assert not loaded.skipped
         steps = [c.step for c in loaded.checkpoints]
         assert steps == list(range(0, 10 * len(steps), 10))
@@ -72,7 +72,7 @@ def test_readers_ignore_unlisted_checkpoints_and_temporaries(tmp_path):
     ckpts = run / "checkpoints"
     shutil.copy(ckpts / "step_00000000030.safetensors", ckpts / "step_00000000040.safetensors")
     (ckpts / ".step_00000000050.safetensors.abc123.tmp").write_bytes(b"half a file")
-    loaded = LoadedRun.open(run)
+    loaded = Run.open(run)
     assert [c.step for c in loaded.checkpoints] == [0, 10, 20, 30] and not loaded.skipped
 
 
@@ -83,7 +83,7 @@ def test_a_stale_lock_file_does_not_block_and_a_held_one_does(tmp_path, capsys):
     train(tiny_run_config(steps=10), run, progress=False)
     (run / ".lock").write_text("1")
     assert main(["train", "--resume", "--run-dir", str(run), "--no-progress"]) == 0
-    from coopetition.store.rundir import RunWriter
+    from coopetition.store.writer import RunWriter
 
     holder = RunWriter.reopen(run)
     try:

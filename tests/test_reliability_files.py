@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import torch
 
-from coopetition.analysis.loading import LoadedRun, load_checkpoint
+from coopetition.store.run import Run, load_checkpoint
 from coopetition.bank import BankConfig, load_bank
 from coopetition.cli import main
 from coopetition.errors import CoopetitionError, DataError
 from coopetition.store.checkpoint import file_sha256, load_tensors
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 from coopetition.task.evaluators import load_eval_sets
 from coopetition.train.loop import train
 from tests.conftest import tiny_run_config
@@ -117,10 +117,10 @@ def test_a_pickle_disguised_as_a_checkpoint_is_refused_without_running(tmp_path,
 def test_analyze_refuses_a_planted_checkpoint_even_when_the_manifest_vouches_for_it(run, marker):
     path = run / "checkpoints" / "step_00000000020.safetensors"
     plant_pickle(path, marker)
-    loaded = LoadedRun.open(run)  # manifest hash no longer matches: skipped
+    loaded = Run.open(run)  # manifest hash no longer matches: skipped
     assert [i.step for i, _ in loaded.skipped] == [20] and 20 not in [c.step for c in loaded.checkpoints]
     relist(run, "checkpoints", 20, path)
-    loaded = LoadedRun.open(run)
+    loaded = Run.open(run)
     info = next(c for c in loaded.checkpoints if c.step == 20)
     model = loaded.build_model(loaded.bank())
     with pytest.raises(DataError, match="not a valid checkpoint") as err:
@@ -149,7 +149,7 @@ def test_planted_eval_sets_are_refused(run, tmp_path, marker, capsys, via_torch)
                  "--eval-sets", str(planted)]) == 2
     assert str(planted) in one_line(capsys.readouterr().err)
     shutil.copy(planted, run / "eval_sets.safetensors")
-    loaded = LoadedRun.open(run)
+    loaded = Run.open(run)
     with pytest.raises(DataError, match="corrupt eval sets"):
         loaded.eval_sets()
     assert not marker.exists() and not (tmp_path / "new").exists()
@@ -238,7 +238,7 @@ def test_a_garbled_manifest_is_a_one_line_error(run, capsys, command):
 
 def test_load_checkpoint_checks_the_hash_at_load_time(run):
     """A file altered after the run was opened (or by a racing writer) is still caught when it is loaded."""
-    loaded = LoadedRun.open(run)
+    loaded = Run.open(run)
     damage(loaded.checkpoints[-1].path, "flip")
     with pytest.raises(CoopetitionError, match="corrupt checkpoint .*step_00000000030"):
         load_checkpoint(loaded.build_model(loaded.bank()), loaded.checkpoints[-1])

@@ -26,7 +26,7 @@ from coopetition.cli import main
 from coopetition.config import RunConfig, config_from_dict
 from coopetition.errors import ConfigError
 from coopetition.presets import PRESETS, get_preset
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 from tests.conftest import tiny_run_config
 
 CONFIG_EXAMPLES, CONFIG_EXAMPLES_SLOW = 300, 5000

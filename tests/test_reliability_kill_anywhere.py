@@ -26,7 +26,7 @@ import pytest
 
 from coopetition.cli import main
 from coopetition.faults import ENV
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 from coopetition.train.loop import train
 from tests.conftest import tiny_run_config
 from tests.test_reliability_resume import assert_identical

@@ -22,7 +22,7 @@ import pytest
 
 from coopetition.cli import main
 from coopetition.faults import ENV
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 from coopetition.train.loop import train
 from tests.conftest import tiny_run_config
 
@@ -47,7 +47,7 @@ def visible(run: Path) -> dict:
     manifest = reader.manifest()
     zoomed = reader.zoom_eval_table()
     return {"checkpoints": [(c.step, c.sha256, c.path.read_bytes()) for c in reader.checkpoints(verify=True)],
-            "resume": manifest["resume"], "eval_sets": manifest.get("eval_sets"),
+            "resume": manifest.resume, "eval_sets": manifest.eval_sets,
             "eval": reader.eval_table().to_csv(index=False), "train": reader.train_table().to_csv(index=False),
             "zoom_eval": None if zoomed is None else zoomed.to_csv(index=False)}
 

@@ -338,10 +338,10 @@ def test_hostile_corpus_tally():
 def test_the_watch_catches_a_reader_that_trusts_the_manifest(trained_run, tmp_path, monkeypatch):
     """The corpus' checks have teeth: with containment replaced by ``RUN / entry``, a checkpoint entry pointing
     outside is read, and the open watch says so."""
-    import coopetition.store.rundir as rundir
+    import coopetition.store.reader as reader_module
 
     case = build_case(trained_run, tmp_path, "ckpt absolute path")
-    monkeypatch.setattr(rundir, "contained", lambda run, kind, entry=None, step=None: Path(run, entry or kind.name))
+    monkeypatch.setattr(reader_module, "contained", lambda run, kind, entry=None, step=None: Path(run, entry or kind.name))
     with pytest.raises(AssertionError, match="read outside the run"):
         check_reader(case, "RunReader")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from coopetition.cli import main
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 from tests.conftest import tiny_run_config
 from tests.test_reliability_resume import assert_identical
 
@@ -41,7 +41,7 @@ def test_resume_with_no_checkpoint_yet_starts_from_step_0_and_ends_identical(tra
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no checkpoint yet: starting it from step 0 with its recorded config" in err[0]
     assert_identical(run, trained_run)
-    assert [s["how"] for s in RunReader(run).manifest()["sessions"]][-1] == "restart"
+    assert [s.how for s in RunReader(run).manifest().sessions][-1] == "restart"
 
 
 @pytest.mark.parametrize("edit, why", [
@@ -74,8 +74,8 @@ def test_resume_allows_run_time_settings_and_records_them(trained_run, tmp_path,
     assert "already complete at step 30; nothing to train" in out
     flip = [line.split() for line in out.splitlines() if line.startswith("flip ")]  # the final scores' table row
     assert "{}" not in out and len(flip) == 1 and 0.0 <= float(flip[0][1]) <= 1.0, out
-    session = RunReader(run).manifest()["sessions"][-1]
-    assert (session["how"], session["threads"], session["device"], session["from_step"]) == ("resume", 2, "cpu", 30)
+    session = RunReader(run).manifest().sessions[-1]
+    assert (session.how, session.threads, session.device, session.from_step) == ("resume", 2, "cpu", 30)
     assert_identical(run, trained_run)
 
 

@@ -21,7 +21,8 @@ import torch
 
 from coopetition.cli import main
 from coopetition.store.checkpoint import load_tensors
-from coopetition.store.rundir import RunReader, RunWriter
+from coopetition.store.reader import RunReader
+from coopetition.store.writer import RunWriter
 from coopetition.train.loop import train
 from tests.conftest import tiny_run_config
 
@@ -68,7 +69,7 @@ def assert_identical(run: Path, reference: Path) -> None:
 def wait_for_first_checkpoint(run: Path, alive, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and alive():
-        if (run / "manifest.json").exists() and RunReader(run).manifest()["checkpoints"]:
+        if (run / "manifest.json").exists() and RunReader(run).manifest().checkpoints:
             return
         time.sleep(0.02)
     raise AssertionError(f"no checkpoint appeared in {run}")
@@ -167,7 +168,7 @@ def test_the_last_two_resume_states_and_every_tenth_checkpoints_are_kept(referen
     the default train.resume_schedule (step 0 is never kept: the seeds rebuild it)."""
     ref_run, _ = reference
     manifest = RunReader(ref_run).manifest()
-    assert [e["step"] for e in manifest["resume"]] == [100, 110, 120]
+    assert [e.step for e in manifest.resume] == [100, 110, 120]
     assert sorted(p.name for p in (ref_run / "resume").iterdir()) == [
         "step_00000000100.safetensors", "step_00000000110.safetensors", "step_00000000120.safetensors"]
-    assert manifest["eval_sets"]["file"] == "eval_sets.safetensors"
+    assert manifest.eval_sets.file == "eval_sets.safetensors"

@@ -13,7 +13,7 @@ import pytest
 
 from coopetition.analysis.tables import SKIPPED_SCHEMA, read_analysis_table, read_skipped, schemas
 from coopetition.errors import DataError
-from coopetition.store.rundir import EVAL_SCHEMA, TRAIN_SCHEMA, RunReader
+from coopetition.store.reader import EVAL_SCHEMA, TRAIN_SCHEMA, RunReader
 from coopetition.tables import BOOL, FLOAT, INT, STR, empty_table, read_table
 from coopetition.toy.fit import read_network_losses
 

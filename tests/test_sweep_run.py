@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from coopetition.cli import main
-from coopetition.store.rundir import RunWriter
+from coopetition.store.writer import RunWriter
 
 pytestmark = pytest.mark.e2e  # real runs (four of them in subprocesses), kept in the default suite
 

@@ -9,9 +9,9 @@ import torch
 
 from coopetition.cli import main
 from coopetition.store.checkpoint import load_tensors
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 from coopetition.train.loop import resume_config, train
-from coopetition.train.setup import derive_sizes, load_run_bank, model_for
+from coopetition.store.build import derive_sizes, load_run_bank, model_for
 from tests.conftest import tiny_run_config
 
 pytestmark = pytest.mark.e2e

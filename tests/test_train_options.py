@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from coopetition.errors import ConfigError
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 from coopetition.task.sequence import SequenceSpec
 from coopetition.train.loop import train
 from tests.conftest import tiny_run_config
@@ -50,7 +50,7 @@ def test_fused_adam_is_the_default_and_follows_the_single_tensor_kernel():
     weight by 0.05 and leave the two kernels' weights within 1e-7 and losses within 5e-7 (measured; asserted to
     1e-5)."""
     from coopetition.interventions import intervene
-    from coopetition.train.setup import derive_sizes, load_run_bank, model_for, training_pool
+    from coopetition.store.build import derive_sizes, load_run_bank, model_for, training_pool
     from coopetition.train.step import TrainStep, make_optimizer
 
     config = tiny_run_config()

@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coopetition.analysis.loading import LoadedRun
+from coopetition.store.run import Run
 from coopetition.cli import main
 from coopetition.store.checkpoint import file_sha256
-from coopetition.store.rundir import RunReader, RunWriter
+from coopetition.store.reader import RunReader
+from coopetition.store.writer import RunWriter
 from coopetition.train.loop import train
 from coopetition.train.schedule import kept_resume_steps
 from coopetition.zoom.window import Window, event_steps, parse_window, phase_change, window_steps
@@ -81,7 +82,7 @@ def test_zoom_from_the_seeds_gives_the_dense_runs_checkpoints_and_keeps_every_fi
     assert all(entry in new["checkpoints"] for entry in old["checkpoints"]) and old["resume"] == new["resume"]
     assert set(after) - set(before) == {f"checkpoints/step_{s:011d}.safetensors" for s in (2, 4, 6, 8)} | {
         "eval_zoom.csv"}
-    loaded = LoadedRun.open(run)  # what analyze sees: the zoomed checkpoints and the merged eval log
+    loaded = Run.open(run)  # what analyze sees: the zoomed checkpoints and the merged eval log
     assert [c.step for c in loaded.checkpoints] == [0, 2, 4, 6, 8, 10, 20, 30]
     assert sorted(loaded.eval_table().step.unique()) == [0, 2, 4, 6, 8, 15, 30]
     # zooming what is there already is a no-op; a second zoom appends, keeping eval_zoom.csv's bytes as a prefix
@@ -97,7 +98,7 @@ def test_zoom_from_the_seeds_gives_the_dense_runs_checkpoints_and_keeps_every_fi
 
 def test_zoom_starts_from_the_nearest_kept_resume_state(runs, tmp_path, capsys):
     sparse, dense = runs
-    assert [e["step"] for e in RunReader(sparse).manifest()["resume"]] == [10, 20, 30]  # at:10, then the newest two
+    assert [e.step for e in RunReader(sparse).manifest().resume] == [10, 20, 30]  # at:10, then the newest two
     run = tmp_path / "run"
     shutil.copytree(sparse, run)
     assert _zoom(run, "11:19", "every:2", "--evals", "at:13") == 0

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
-from coopetition.analysis.loading import LoadedRun
+from coopetition.store.run import Run
 from coopetition.tables import BOOL, FLOAT, INT, STR, Schema
 from coopetition.task.evalset import EvalData
 
@@ -83,7 +83,7 @@ class Context:
     ``model`` swapped per checkpoint, and the sequences of each evaluator (``data``: the first ``n_seqs`` of the
     run's stored eval sets). ``forward`` and ``data`` are None when no requested analysis needs the model."""
 
-    run: LoadedRun
+    run: Run
     config: AnalysisConfig
     evaluators: tuple[str, ...]
     forward: Intervened | None = None
@@ -198,7 +198,7 @@ class Analysis:
         pass
 
     @classmethod
-    def cache_inputs(cls, run: LoadedRun) -> Any:
+    def cache_inputs(cls, run: Run) -> Any:
         """What this analysis's rows for a checkpoint depend on besides that checkpoint and the analysis settings
         (JSON-able; part of its cache key, ``analysis/cache.py``): e.g. the run's eval log, or another checkpoint
         that ``prepare`` reads. None: nothing."""

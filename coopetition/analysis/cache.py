@@ -50,7 +50,7 @@ def run_identity(interventions: list[str], sources: list[dict]) -> dict[str, Any
     """The parts of a run (beyond its checkpoints) and of this installation that an analysis's numbers depend on:
     the run's interventions, its kept sources, and the package versions a run records (not the platform string,
     which differs between the nodes of one cluster)."""
-    from coopetition.store.rundir import package_versions
+    from coopetition.store.provenance import package_versions
 
     versions = {k: v for k, v in package_versions().items() if k != "platform"}
     return {"interventions": interventions, "sources": [s.get("sha256") for s in sources], "versions": versions}

@@ -13,10 +13,9 @@ import torch
 from coopetition.analysis.base import Analysis, Checkpoint, Context
 from coopetition.analysis.cache import run_identity, settings_key
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.loading import LoadedRun, load_checkpoint
+from coopetition.store.run import Run, load_checkpoint
 from coopetition.analysis.registry import get
 from coopetition.store.checkpoint import CheckpointInfo
-from coopetition.store.rundir import RunReader
 
 
 class Timer:
@@ -42,7 +41,7 @@ class Timer:
             self.cpu[name] += value
 
 
-def build_context(run: LoadedRun, evaluators: tuple[str, ...], config: AnalysisConfig,
+def build_context(run: Run, evaluators: tuple[str, ...], config: AnalysisConfig,
                   timer: Timer | None = None) -> tuple[Context, list[Analysis]]:
     """The run's network (if any requested analysis needs it), its sequences, and one instance per analysis."""
     context = Context(run, config, evaluators, timer=timer)
@@ -76,7 +75,7 @@ def cache_keys(context: Context, model: list) -> dict[str, str]:
     """The settings key of each model analysis (``cache.settings_key``) from ``analysis_settings``."""
     run = context.run
     identity = run_identity([i.spec for i in run.config.interventions],
-                            [dict(e) for e in RunReader(run.path).sources()])
+                            [vars(e) for e in run.manifest().sources])
     return {a.name: settings_key(a.name, analysis_settings(context.config, a), context.evaluators,
                                  {**identity, "inputs": a.cache_inputs(run)})
             for a in model}

@@ -138,10 +138,10 @@ def analyse_chunk(run_dir: str, evaluators: tuple[str, ...], config, tasks: list
 
     from coopetition.analysis.cache import Store
     from coopetition.analysis.execution import build_context, cache_keys, checkpoint_rows, sha256_of
-    from coopetition.analysis.loading import LoadedRun
+    from coopetition.store.run import Run
 
     torch.set_num_threads(config.threads or 1)
-    run = LoadedRun.open(Path(run_dir))
+    run = Run.open(Path(run_dir))
     context, analyses = build_context(run, tuple(evaluators), config)
     keys = cache_keys(context, [a for a in analyses if a.needs_model])
     store = Store(Path(cache_root))

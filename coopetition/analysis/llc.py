@@ -34,7 +34,7 @@ from coopetition.analysis.base import Analysis, Checkpoint, Figure
 from coopetition.errors import ConfigError
 from coopetition.task.metrics import query_loss
 from coopetition.task.sampler import sample_mixture
-from coopetition.train.setup import training_pool
+from coopetition.store.build import training_pool
 from coopetition.tables import BOOL, FLOAT, INT
 
 INSTALL_HINT = "the llc analysis needs devinterp: pip install 'coopetition[devinterp]'"

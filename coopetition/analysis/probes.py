@@ -2,7 +2,7 @@
 (``layer`` L = after the last block) and every token position.
 
 Targets, from each evaluator's probe set (its distribution restricted to a few classes, see
-``LoadedRun.probe_data``: with the default 8 classes, identity targets are 8-way):
+``Run.probe_data``: with the default 8 classes, identity targets are 8-way):
 
 - ``query_class``: the query's class (in-weights identity).
 - ``match_{i}``: whether context exemplar i is of the query's class (binary; what ICL must compute).

@@ -35,12 +35,12 @@ from coopetition.analysis.cache import Store
 from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.execution import Timer, build_context, cache_keys, checkpoint_rows, sha256_of
 from coopetition.analysis.registry import get
-from coopetition.analysis.loading import LoadedRun
+from coopetition.store.run import Run
 from coopetition.analysis.selection import Selection, parse_spec, resolve
 from coopetition.errors import ConfigError, DataError
 from coopetition.store.checkpoint import CheckpointInfo
 from coopetition.store.atomic import atomic_write, atomic_write_text
-from coopetition.store.rundir import RunReader, now_iso, package_versions
+from coopetition.store.provenance import now_iso, package_versions
 
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class SelectionWarning(UserWarning):
     """A requested checkpoint step was snapped to the nearest existing one."""
 
 
-def _evaluators(run: LoadedRun, config: AnalysisConfig) -> tuple[str, ...]:
+def _evaluators(run: Run, config: AnalysisConfig) -> tuple[str, ...]:
     available = tuple(run.evaluator_specs())
     if config.evaluators is None:
         return available
@@ -65,7 +65,7 @@ def _evaluators(run: LoadedRun, config: AnalysisConfig) -> tuple[str, ...]:
 class Computed:
     """Everything ``compute`` found: the rows of every requested table and what the record needs."""
 
-    run: LoadedRun
+    run: Run
     spec: str
     selection: Selection
     evaluators: tuple[str, ...]
@@ -97,7 +97,7 @@ def compute(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
     checkpoint is computed.
     """
     parse_spec(spec)
-    run = LoadedRun.open(Path(run_dir))
+    run = Run.open(Path(run_dir))
     selection = resolve(spec, [c.step for c in run.checkpoints])
     evaluators = _evaluators(run, config)
     run.check_added(config.interventions)
@@ -237,7 +237,8 @@ def write_record(out: Path, computed: Computed) -> None:
         "analysis": config.to_dict(),
         "run_interventions": [i.spec for i in run.config.interventions],
         "added_interventions": [i.spec for i in config.interventions],
-        "sources": [{k: e[k] for k in ("role", "spec", "file", "sha256", "step")} for e in RunReader(run.path).sources()],
+        "sources": [{k: getattr(e, k) for k in ("role", "spec", "file", "sha256", "step")}
+                    for e in run.manifest().sources],
         "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
         "cache": cache,  # where per-checkpoint results live; per analysis, checkpoints computed now / read back
         "versions": package_versions(),

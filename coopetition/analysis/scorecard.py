@@ -29,7 +29,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from coopetition.analysis.base import Analysis, Checkpoint, Context, Figure
-from coopetition.analysis.loading import load_checkpoint
+from coopetition.store.run import load_checkpoint
 from coopetition.analysis.paper import PAPER
 from coopetition.analysis.progress import head_measures
 from coopetition.analysis.strategies import curve, detect_events

@@ -21,7 +21,7 @@ import torch
 
 from coopetition.analysis.base import Analysis, Context
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.loading import LoadedRun
+from coopetition.store.run import Run
 from coopetition.analysis.execution import Timer, build_context, checkpoint_rows
 from coopetition.store.checkpoint import CheckpointInfo
 
@@ -33,7 +33,7 @@ def _inherit() -> None:
     torch.set_num_threads(1)
 
 
-def _build(run: LoadedRun, evaluators: tuple[str, ...], config: AnalysisConfig) -> None:
+def _build(run: Run, evaluators: tuple[str, ...], config: AnalysisConfig) -> None:
     global _STATE
     torch.set_num_threads(1)
     _STATE = build_context(run, evaluators, config)

@@ -266,7 +266,7 @@ class HeadsAndNumberIntervention(Intervention):
 @dataclass(frozen=True)
 class CheckpointRef:
     """``RUN@STEP``: a run directory and one of its checkpoint steps (``last`` = the latest). Parsing only; the
-    run is opened, under the rules for untrusted run directories, by ``coopetition.train.sources``."""
+    run is opened, under the rules for untrusted run directories, by ``coopetition.store.sources``."""
 
     run: str
     step: int | None

@@ -263,7 +263,7 @@ class Intervened:
 def intervene(interventions: Sequence[Intervention | str], model: ICLTransformer,
               sources: Sequence[ICLTransformer] = ()) -> Intervened:
     """Parse (spec strings) and check ``interventions`` against ``model``'s architecture and wrap it: the Python
-    entry point. Grafts need their frozen source models (``coopetition.train.sources`` opens them from runs)."""
+    entry point. Grafts need their frozen source models (``coopetition.store.sources`` opens them from runs)."""
     from coopetition.interventions.base import validated
 
     return Intervened(model, validated(tuple(interventions), model.model_config), sources)

@@ -8,7 +8,7 @@
 Both splice modules into one network (``coopetition.model.splice``), so every hook name (and so every other
 intervention) addresses the network that actually runs: with ``graft_out:...:0``, ``ablate:1:3`` ablates the frozen
 layer-1 head 3. ``K`` may be -1 (embeddings only). ``STEP`` is a checkpoint step of RUN or ``last``. This module only
-describes a graft; ``coopetition.train.sources`` opens and checks the source run, and a trained run keeps its own
+describes a graft; ``coopetition.store.sources`` opens and checks the source run, and a trained run keeps its own
 copy of every source checkpoint (``RUN/sources/``), which is what resume and analysis read.
 """
 

@@ -153,7 +153,7 @@ class _Keys:
     """Page keys (module docstring): the tables' bytes hashed once each, the plotting code once."""
 
     def __init__(self, out: Path, line_under: str) -> None:
-        from coopetition.store.rundir import package_versions
+        from coopetition.store.provenance import package_versions
 
         self.out, self.line_under = out, line_under
         self.tables: dict[str, str | None] = {}

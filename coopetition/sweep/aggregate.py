@@ -15,7 +15,7 @@ import pandas as pd
 
 from coopetition.errors import DataError
 from coopetition.store.atomic import atomic_write
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 from coopetition.sweep.expand import SEED_AXES, Point, expand
 from coopetition.sweep.ledger import jobs_by_point, read_ledger
 from coopetition.sweep.spec import SweepSpec

@@ -11,7 +11,7 @@ from typing import Any
 
 from coopetition.errors import DataError
 from coopetition.store.atomic import atomic_write_text
-from coopetition.store.rundir import now_iso
+from coopetition.store.provenance import now_iso
 from coopetition.sweep.expand import SEED_AXES, Point
 from coopetition.sweep.spec import SweepSpec
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from coopetition.config import config_from_dict
 from coopetition.errors import ConfigError, DataError
-from coopetition.store.rundir import RunReader
+from coopetition.store.reader import RunReader
 from coopetition.sweep.expand import Point, expand
 from coopetition.sweep.ledger import add_job, build_ledger, jobs_by_point, read_ledger, write_ledger
 from coopetition.sweep.spec import SweepSpec

@@ -13,7 +13,9 @@ from typing import Any
 
 from coopetition.bounded import read_json
 from coopetition.errors import DataError
-from coopetition.store.rundir import RunReader, is_locked
+from coopetition.store.lock import is_locked
+from coopetition.store.manifest import Manifest
+from coopetition.store.reader import RunReader
 from coopetition.sweep.expand import Point
 
 SHOWN = ("flip", "ciwl")  # evaluators whose last in-context accuracy the status table shows
@@ -41,8 +43,8 @@ def point_state(point: Point, jobs: list[dict[str, Any]], logs: Path) -> PointSt
     run = point.run_dir
     steps = point.config["train"]["steps"]
     manifest = _manifest(run)
-    step = max((e["step"] for e in manifest["checkpoints"]), default=None)
-    resumable = bool(manifest["resume"])
+    step = max((e.step for e in manifest.checkpoints), default=None)
+    resumable = bool(manifest.resume)
     accuracy = last_accuracy(run)
     fate = job_fate(jobs[-1], logs) if jobs else ""
     locked = is_locked(run)
@@ -65,12 +67,12 @@ def _has_config(run: Path) -> bool:
     return True
 
 
-def _manifest(run: Path) -> dict[str, Any]:
+def _manifest(run: Path) -> Manifest:
     """What the run has committed; nothing for no run, or one whose manifest cannot be read (resume will say why)."""
     try:
         return RunReader.open(run).manifest()
     except DataError:
-        return {"checkpoints": [], "resume": []}
+        return Manifest()
 
 
 def last_accuracy(run: Path) -> dict[str, float]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coopetition.errors import ConfigError
-from coopetition.store.rundir import now_iso
+from coopetition.store.provenance import now_iso
 from coopetition.sweep.expand import Point
 from coopetition.sweep.job import run_point
 from coopetition.sweep.spec import SweepSpec

@@ -20,18 +20,20 @@ from coopetition.config import RunConfig
 from coopetition.errors import ConfigError, DataError, RecoveryWarning
 from coopetition.faults import fault_point
 from coopetition.interventions import Intervened
+from coopetition.store.build import Sizes, derive_sizes, load_run_bank, model_for, training_pool
 from coopetition.store.checkpoint import load_tensors
-from coopetition.store.rundir import (EVAL_COLUMNS, TRAIN_COLUMNS, RunReader, RunWriter, leftovers_only, now_iso,
-                                      package_versions)
+from coopetition.store.evalsets import eval_sets_for
+from coopetition.store.provenance import now_iso, package_versions
+from coopetition.store.reader import EVAL_COLUMNS, TRAIN_COLUMNS, RunReader
+from coopetition.store.run import Run
+from coopetition.store.sources import Source, keep_sources, load_source_model, resolve_sources, run_graft_models
+from coopetition.store.writer import RunWriter, leftovers_only
 from coopetition.task.evalset import EvalData
 from coopetition.task.evaluators import eval_sets_tensors, progress_metrics
 from coopetition.task.sampler import SequenceBatch
 from coopetition.train.allocator import keep_freed_memory
 from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.schedule import kept_resume_steps, schedule_steps
-from coopetition.train.setup import (Sizes, derive_sizes, eval_sets_for, load_run_bank, model_for, stored_eval_sets,
-                                     training_pool)
-from coopetition.train.sources import Source, keep_sources, load_source_model, resolve_sources, run_graft_models
 from coopetition.train.state import restore_resume, resume_layout, resume_tensors
 from coopetition.train.step import TrainStep, compiled_forward, lr_groups, make_optimizer, parameter_names
 
@@ -55,10 +57,11 @@ class Training:
     sources: list[Source]  # fresh runs only: the checkpoints to copy into the run
 
 
-def build_training(config: RunConfig, run_dir: Path | None) -> Training:
-    """Fresh (``run_dir`` None): the bank, eval sets and sources named by the config, ``init_from`` loaded. An
+def build_training(config: RunConfig, existing: Run | None) -> Training:
+    """Fresh (``existing`` None): the bank, eval sets and sources named by the config, ``init_from`` loaded. An
     existing run (resume, zoom): its recorded bank and stored eval sets, grafts from its own source copies, and the
-    weights left at initialisation (the caller loads a checkpoint)."""
+    weights left at initialisation (the caller loads a checkpoint). ``config`` is the run's own, with at most its
+    run-time settings (threads, device) changed."""
     tc = config.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -66,16 +69,16 @@ def build_training(config: RunConfig, run_dir: Path | None) -> Training:
     device = torch.device(tc.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is cuda but no CUDA device is available")
-    bank = load_run_bank(config, run_dir)  # an existing run: the recorded bank, or refuse
+    bank = existing.bank() if existing else load_run_bank(config)  # an existing run: the recorded bank, or refuse
     features = bank.features.to(device)
     pool = training_pool(config, bank, device)
     sizes = derive_sizes(config, bank)
-    eval_sets = stored_eval_sets(run_dir, config, bank) if run_dir else eval_sets_for(config, bank)
+    eval_sets = existing.eval_sets(bank) if existing else eval_sets_for(config, bank)
     prepared = prepare_eval_sets(eval_sets, features)
     model = model_for(config, sizes, device)
-    if run_dir:  # the frozen sources come from the run's own copies
+    if existing:  # the frozen sources come from the run's own copies
         sources = []
-        graft_models = run_graft_models(RunReader.open(run_dir), config, model)
+        graft_models = run_graft_models(existing.reader, config, model)
     else:  # opened and checked now; copied into the run by train(), after it is created
         sources = resolve_sources(config, model, bank.fingerprint())
         graft_models = [load_source_model(s.path, model, s.bytes, s.sha256) for s in sources if s.role == "graft"]
@@ -110,7 +113,8 @@ class TrainResult:
 def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: bool = False,
           progress: bool = True) -> TrainResult:
     """Train ``config`` into ``run_dir`` (fresh, or continuing it with ``resume``). Validates everything, and builds
-    the bank, eval sets and model, before writing a byte.
+    the bank, eval sets and model, before writing a byte. The run is written under ``RunWriter.opened``: its lock
+    is held throughout, and a fresh run stopped by anything before its first checkpoint is committed is removed.
 
     ``resume`` on a run that has no checkpoint yet (killed during its first seconds) starts it again from step 0 in
     place, from its recorded config (re-validated, its ``derived`` record checked against what the config derives)
@@ -122,93 +126,76 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
     eval_steps = set(schedule_steps(tc.eval_schedule or tc.checkpoint_schedule, tc.steps, tc.batch_size))
     keep_resume = kept_resume_steps(tc.checkpoint_schedule, tc.resume_schedule, tc.steps, tc.batch_size)
 
-    restart = resume and not RunReader.open(run_dir).manifest()["checkpoints"]
+    existing = Run.open(run_dir, verify=False) if resume else None
+    restart = existing is not None and not existing.manifest().committed
     # A restart rebuilds what the first process built; its recorded eval sets and source copies are reused when it
     # got as far as listing them (an init_from run re-reads its source: step 0 is that checkpoint's weights).
-    reuse = resume and not (restart and (RunReader(run_dir).eval_sets_entry() is None or tc.init_from is not None))
-    run = build_training(config, run_dir if reuse else None)
-    model, forward, optimizer, data_gen, train_step = run.model, run.forward, run.optimizer, run.data_gen, run.step
-    prepared, bank, sizes, eval_sets, sources = run.prepared, run.bank, run.sizes, run.eval_sets, run.sources
-    device = torch.device(tc.device)
+    reuse = resume and not (restart and (existing.manifest().eval_sets is None or tc.init_from is not None))
+    run = build_training(config, existing if reuse else None)
+    model, forward, train_step, prepared = run.model, run.forward, run.step, run.prepared
     if restart:
         check_recorded(run_dir, config, run)
 
-    start_step, eval_rows, train_rows = 0, [], []
-    running_loss, since_log = torch.zeros((), device=device), 0  # the partial log interval, part of resume state
-    if resume:
-        writer = RunWriter.reopen(run_dir)
-        writer.keep_resume = keep_resume
-        try:
-            if restart:
-                _restart(writer, run, reuse, config)
-            else:
-                start_step, eval_rows, train_rows, running_loss, since_log = _restore(writer, model, optimizer,
-                                                                                      data_gen, device)
-            writer.record_session(_session(config, start_step, "restart" if restart else "resume"))
-        except BaseException:
-            writer.close()
-            raise
-    else:
-        writer = RunWriter.create(run_dir, overwrite)
-        writer.keep_resume = keep_resume
-        try:
-            fault_point("run_dir")  # test hook: the run dir exists and is locked, nothing else is in it
-            provenance = keep_sources(writer, sources)
-            init_step = next((s.step for s in sources if s.role == "init_from"), None)
-            writer.write_json("config.json", {
-                "config": config.to_dict(), "seeds": config.to_dict()["seeds"],
-                "derived": {**sizes.__dict__, "n_parameters": model.n_parameters(),
-                            "bank_fingerprint": bank.fingerprint(), "bank_shape": list(bank.features.shape),
-                            "init_from_step": init_step, "sources": provenance},
-                "versions": package_versions(), "created": now_iso(),
-            })
-            fault_point("config_written")  # test hook: config.json on disk, no eval sets or manifest yet
-            writer.record_session(_session(config, 0, "fresh"))
-            writer.write_eval_sets(eval_sets_tensors(eval_sets),
-                                   {"bank_fingerprint": bank.fingerprint(), "eval_seed": config.seeds.eval})
-        except BaseException:
-            writer.discard()
-            raise
-    continuing = resume and not restart  # the start step's eval rows and checkpoint are on disk already
+    with RunWriter.opened(run_dir, resume=resume, overwrite=overwrite, keep_resume=keep_resume) as writer:
+        start_step, eval_rows, train_rows = 0, [], []
+        running_loss, since_log = torch.zeros((), device=tc.device), 0  # the partial log interval, part of resume state
+        if not resume:
+            _start(writer, run, config)
+        elif restart:
+            _restart(writer, run, reuse, config)
+        else:
+            start_step, eval_rows, train_rows, running_loss, since_log = _restore(writer, run, config)
+        continuing = resume and not restart  # the start step's eval rows and checkpoint are on disk already
 
-    started = time.perf_counter()
-    last_eval: dict[tuple[str, str], float] = {}
-    shown = progress_metrics(config.eval.evaluators())  # the progress bar's scores: the specs say which
-    # the bar counts optimizer steps taken (the last step is evaluated and saved, not trained): it ends at N/N
-    bar = tqdm(initial=start_step, total=tc.steps, disable=not progress, desc="train", unit="step",
-               dynamic_ncols=True)
-    try:
-        for step in range(start_step, tc.steps + 1):
-            sequences = step * tc.batch_size
-            if step in eval_steps and not (continuing and step == start_step):
-                last_eval = evaluate(model, prepared, config.eval.batch_size, forward)
-                eval_rows += [{"step": step, "sequences": sequences, "evaluator": e, "metric": m, "value": v}
-                              for (e, m), v in last_eval.items()]
-                writer.write_table("eval.csv", eval_rows, EVAL_COLUMNS)
-                bar.set_postfix({f"{e}": f"{last_eval[(e, m)]:.2f}" for e, m in shown if (e, m) in last_eval})
-            if step in ckpt_steps and not (continuing and step == start_step):
-                _checkpoint(writer, model, optimizer, data_gen, step, config, train_rows, running_loss, since_log)
-            if step == tc.steps:
-                break
-            running_loss += train_step()
-            bar.update(1)
-            since_log += 1
-            fault_point("train_step")  # test hook: n-th training step of this process taken, nothing written
-            if since_log == tc.log_every:
-                train_rows.append({"step": step + 1, "sequences": (step + 1) * tc.batch_size,
-                                   "metric": "loss", "value": (running_loss / since_log).item()})
-                running_loss.zero_()
-                since_log = 0
+        started = time.perf_counter()
+        last_eval: dict[tuple[str, str], float] = {}
+        shown = progress_metrics(config.eval.evaluators())  # the progress bar's scores: the specs say which
+        # the bar counts optimizer steps taken (the last step is evaluated and saved, not trained): it ends at N/N
+        with tqdm(initial=start_step, total=tc.steps, disable=not progress, desc="train", unit="step",
+                  dynamic_ncols=True) as bar:
+            for step in range(start_step, tc.steps + 1):
+                sequences = step * tc.batch_size
+                if step in eval_steps and not (continuing and step == start_step):
+                    last_eval = evaluate(model, prepared, config.eval.batch_size, forward)
+                    eval_rows += [{"step": step, "sequences": sequences, "evaluator": e, "metric": m, "value": v}
+                                  for (e, m), v in last_eval.items()]
+                    writer.write_table("eval.csv", eval_rows, EVAL_COLUMNS)
+                    bar.set_postfix({f"{e}": f"{last_eval[(e, m)]:.2f}" for e, m in shown if (e, m) in last_eval})
+                if step in ckpt_steps and not (continuing and step == start_step):
+                    _checkpoint(writer, run, step, config, train_rows, running_loss, since_log)
+                if step == tc.steps:
+                    break
+                running_loss += train_step()
+                bar.update(1)
+                since_log += 1
+                fault_point("train_step")  # test hook: n-th training step of this process taken, nothing written
+                if since_log == tc.log_every:
+                    train_rows.append({"step": step + 1, "sequences": (step + 1) * tc.batch_size,
+                                       "metric": "loss", "value": (running_loss / since_log).item()})
+                    running_loss.zero_()
+                    since_log = 0
         fault_point("final_write")  # test hook: trained to the end, the last train.csv rows not written yet
         writer.write_table("train.csv", train_rows, TRAIN_COLUMNS)
-    except BaseException:
-        if not resume and not writer.committed:  # nothing resumable yet: leave the run dir as it was found
-            writer.discard()
-        raise
-    finally:
-        bar.close()
-        writer.close()
     return TrainResult(run_dir, tc.steps, time.perf_counter() - started, _last_scores(eval_rows), start_step)
+
+
+def _start(writer: RunWriter, run: Training, config: RunConfig) -> None:
+    """Record a fresh run: copies of its source checkpoints, ``config.json`` (config, seeds, what it derives,
+    package versions), this process's session, then its eval sets."""
+    fault_point("run_dir")  # test hook: the run dir exists and is locked, nothing else is in it
+    provenance = keep_sources(writer, run.sources)
+    init_step = next((s.step for s in run.sources if s.role == "init_from"), None)
+    writer.write_json("config.json", {
+        "config": config.to_dict(), "seeds": config.to_dict()["seeds"],
+        "derived": {**run.sizes.__dict__, "n_parameters": run.model.n_parameters(),
+                    "bank_fingerprint": run.bank.fingerprint(), "bank_shape": list(run.bank.features.shape),
+                    "init_from_step": init_step, "sources": provenance},
+        "versions": package_versions(), "created": now_iso(),
+    })
+    fault_point("config_written")  # test hook: config.json on disk, no eval sets or manifest yet
+    writer.record_session(_session(config, 0, "fresh"))
+    writer.write_eval_sets(eval_sets_tensors(run.eval_sets),
+                           {"bank_fingerprint": run.bank.fingerprint(), "eval_seed": config.seeds.eval})
 
 
 def _last_scores(eval_rows: list[dict]) -> dict[tuple[str, str], float]:
@@ -254,26 +241,28 @@ def _restart(writer: RunWriter, run: Training, reuse: bool, config: RunConfig) -
     for name in ("eval.csv", "train.csv"):
         (writer.path / name).unlink(missing_ok=True)
     if not reuse:
-        writer.manifest = {"checkpoints": [], "resume": [], "sessions": writer.manifest.get("sessions", [])}
+        writer.restart()
         keep_sources(writer, run.sources)
         writer.write_eval_sets(eval_sets_tensors(run.eval_sets),
                                {"bank_fingerprint": run.bank.fingerprint(), "eval_seed": config.seeds.eval})
+    writer.record_session(_session(config, 0, "restart"))
 
 
-def _checkpoint(writer: RunWriter, model, optimizer, data_gen, step: int, config: RunConfig, train_rows: list,
+def _checkpoint(writer: RunWriter, run: Training, step: int, config: RunConfig, train_rows: list,
                 running_loss: torch.Tensor, since_log: int) -> None:
     """train.csv first, then weights and resume state, then the manifest commit: whatever the manifest lists at
     step s, the tables on disk already hold every row up to s."""
     writer.write_table("train.csv", train_rows, TRAIN_COLUMNS)
-    state = resume_tensors(model, optimizer, data_gen, running_loss, since_log)
-    writer.save_checkpoint(step, step * config.train.batch_size, dict(model.state_dict()), state,
+    state = resume_tensors(run.model, run.optimizer, run.data_gen, running_loss, since_log)
+    writer.save_checkpoint(step, step * config.train.batch_size, dict(run.model.state_dict()), state,
                            checkpoint_metadata(config))
 
 
-def _restore(writer: RunWriter, model, optimizer, data_gen, device: torch.device):
+def _restore(writer: RunWriter, run: Training, config: RunConfig):
     """Load the newest checkpoint whose weights and resume state both match the manifest and the model's layout
     (warning about each one refused, including entries naming files outside the run), forget everything after it,
-    and return the loop state to continue from."""
+    record this process's session and return the loop state to continue from."""
+    model, optimizer, data_gen, device = run.model, run.optimizer, run.data_gen, torch.device(config.train.device)
     reader = RunReader(writer.path)
     weights_layout = model.checkpoint_layout()
     state_layout = resume_layout(model)
@@ -308,6 +297,7 @@ def _restore(writer: RunWriter, model, optimizer, data_gen, device: torch.device
     train_rows = train_frame[train_frame.step <= step].to_dict("records") if train_frame is not None else []
     writer.write_table("eval.csv", eval_rows, EVAL_COLUMNS)
     writer.write_table("train.csv", train_rows, TRAIN_COLUMNS)
+    writer.record_session(_session(config, step, "resume"))
     return step, eval_rows, train_rows, running_loss, since_log
 
 
@@ -322,4 +312,4 @@ def resume_config(run_dir: Path) -> RunConfig:
     if run_dir.is_dir() and not (run_dir / "config.json").exists() and leftovers_only(run_dir):
         raise DataError(f"{run_dir} has no config.json: its run was stopped before recording its config, so there "
                         f"is nothing to resume; start it again with the command that created it")
-    return RunReader.open(run_dir).run_config()
+    return Run.open(run_dir, verify=False).config

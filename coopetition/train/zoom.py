@@ -27,10 +27,13 @@ from coopetition.config import RunConfig
 from coopetition.errors import DataError
 from coopetition.faults import fault_point
 from coopetition.store.checkpoint import load_tensors, tensor_file_bytes
-from coopetition.store.rundir import EVAL_COLUMNS, RunReader, RunWriter, package_versions
+from coopetition.store.provenance import package_versions
+from coopetition.store.reader import EVAL_COLUMNS, RunReader
+from coopetition.store.run import Run
+from coopetition.store.sources import load_source_model
+from coopetition.store.writer import RunWriter
 from coopetition.train.evaluate import evaluate
 from coopetition.train.loop import Training, build_training, checkpoint_metadata
-from coopetition.train.sources import load_source_model
 from coopetition.train.state import restore_resume, resume_layout
 
 
@@ -94,36 +97,35 @@ def zoom(run_dir: Path, checkpoint_steps: list[int], eval_steps: list[int], prog
     run's ``train.threads`` for this process; whether the result is still bit-identical is what the sha256 checks
     find out (the first of the run's checkpoints met on the way)."""
     started = time.perf_counter()
-    writer = RunWriter.reopen(run_dir)
     staged: list = []
-    try:
-        reader = RunReader(run_dir)
-        config = reader.run_config()
-        plan = plan_zoom(reader, checkpoint_steps, eval_steps)
-        if plan.empty:
-            return ZoomResult(run_dir, plan, time.perf_counter() - started, 0)
-        if threads:
-            config = replace(config, train=replace(config.train, threads=threads))
-        run = build_training(config, run_dir)
-        start = _load_start(reader, config, run, plan.start)
-        if start == 0 and plan.start > 0:  # every kept state failed to load: start clean from the seeds
-            run = build_training(config, run_dir)
-            _load_start(reader, config, run, 0)
-        if start != plan.start:
-            have = {c.step for c in reader.listed_checkpoints()[0]}
-            plan = ZoomPlan(start, plan.end, plan.checkpoints, plan.evals, _met(have, start, plan.end))
-        recorded = {c.step: c.sha256 for c in reader.listed_checkpoints()[0]}
-        rows = _retrain(run, config, plan, recorded, writer, staged, progress)
-        csv = pd.DataFrame(rows, columns=EVAL_COLUMNS).to_csv(index=False, header=False, float_format="%.6g")
-        writer.commit_zoom(staged, csv.encode() if rows else b"")
-        staged = []
-        written = sum(e["bytes"] for e in writer.manifest["checkpoints"] if e["step"] in set(plan.checkpoints))
-        written += len(csv.encode()) if rows else 0
-        return ZoomResult(run_dir, plan, time.perf_counter() - started, written)
-    finally:
-        for path, _ in staged:  # a failed zoom leaves nothing behind
-            path.unlink(missing_ok=True)
-        writer.close()
+    with RunWriter.opened(run_dir, resume=True) as writer:
+        try:
+            existing = Run.open(run_dir, verify=False)  # under the lock: what the run has now
+            reader, config = existing.reader, existing.config
+            plan = plan_zoom(reader, checkpoint_steps, eval_steps)
+            if plan.empty:
+                return ZoomResult(run_dir, plan, time.perf_counter() - started, 0)
+            if threads:
+                config = replace(config, train=replace(config.train, threads=threads))
+            run = build_training(config, existing)
+            start = _load_start(reader, config, run, plan.start)
+            if start == 0 and plan.start > 0:  # every kept state failed to load: start clean from the seeds
+                run = build_training(config, existing)
+                _load_start(reader, config, run, 0)
+            if start != plan.start:
+                have = {c.step for c in reader.listed_checkpoints()[0]}
+                plan = ZoomPlan(start, plan.end, plan.checkpoints, plan.evals, _met(have, start, plan.end))
+            recorded = {c.step: c.sha256 for c in reader.listed_checkpoints()[0]}
+            rows = _retrain(run, config, plan, recorded, writer, staged, progress)
+            csv = pd.DataFrame(rows, columns=EVAL_COLUMNS).to_csv(index=False, header=False, float_format="%.6g")
+            writer.commit_zoom(staged, csv.encode() if rows else b"")
+            staged = []
+            written = sum(e.bytes for e in writer.manifest.checkpoints if e.step in set(plan.checkpoints))
+            written += len(csv.encode()) if rows else 0
+            return ZoomResult(run_dir, plan, time.perf_counter() - started, written)
+        finally:
+            for path, _ in staged:  # a failed zoom leaves nothing behind
+                path.unlink(missing_ok=True)
 
 
 def _retrain(run: Training, config: RunConfig, plan: ZoomPlan, recorded: dict[int, str | None], writer: RunWriter,
@@ -189,9 +191,10 @@ def _load_start(reader: RunReader, config: RunConfig, run: Training, start: int)
             except (DataError, RuntimeError):
                 continue  # fall back to an earlier state; a damaged one only costs time
     if config.train.init_from is not None:  # step 0 of an init_from run is the kept copy of that checkpoint
-        kept = [e for e in reader.sources() if e.get("role") == "init_from"]
+        kept = [(entry, path) for entry, path in reader.sources() if entry.role == "init_from"]
         if not kept:
             raise DataError(f"{reader.path} keeps no copy of its init_from checkpoint; cannot re-train from step 0")
-        source = load_source_model(kept[0]["path"], run.model, kept[0]["bytes"], kept[0]["sha256"])
+        entry, path = kept[0]
+        source = load_source_model(path, run.model, entry.bytes, entry.sha256)
         run.model.load_state_dict(source.state_dict())
     return 0

@@ -31,20 +31,20 @@ def add_parser(subparsers) -> None:
 
 def run_zoom(args: argparse.Namespace) -> int:
     from coopetition.errors import ConfigError
-    from coopetition.store.rundir import RunReader, is_locked
+    from coopetition.store.lock import is_locked
+    from coopetition.store.run import Run
     from coopetition.train.zoom import zoom
     from coopetition.zoom.window import parse_window, window_steps
 
-    reader = RunReader.open(args.run)
+    run = Run.open(args.run, verify=False)  # zoom verifies what it loads, and every checkpoint it passes
     if is_locked(args.run):
         raise ConfigError(f"run dir {args.run} is still being written (training, resuming or zooming); "
                           f"zoom it once that has finished")
-    config = reader.run_config()
-    have = [c.step for c in reader.listed_checkpoints()[0]]
+    config, have = run.config, list(run.steps)
     if not have:
         raise ConfigError(f"run dir {args.run} has no checkpoint yet")
     tc = config.train
-    window = parse_window(args.window, reader.eval_table(), tc.batch_size, max(have))
+    window = parse_window(args.window, run.eval_table(), tc.batch_size, max(have))
     ckpts = window_steps(args.checkpoints, window, tc.steps, tc.batch_size, "--checkpoints")
     evals = window_steps(args.evals, window, tc.steps, tc.batch_size, "--evals") if args.evals else ckpts
     if args.threads is not None and not 1 <= args.threads <= 1024:

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 
 from coopetition.config import RunConfig
 from coopetition.errors import ConfigError, CoopetitionError, DataError
-from coopetition.interventions import CheckpointRef, Graft
+from coopetition.interventions import CheckpointRef, Graft, Intervened, validated
 from coopetition.model.config import ModelConfig
 from coopetition.store.checkpoint import load_tensors, verify_file
-from coopetition.store.rundir import RunReader, RunWriter
+from coopetition.store.reader import RunReader
 
-if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
+if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model); readers never load the writer
     from coopetition.model import ICLTransformer
+    from coopetition.store.writer import RunWriter
 
 
 @dataclass(frozen=True)
@@ -161,15 +162,15 @@ def run_graft_models(reader: RunReader, config: RunConfig, like: ICLTransformer)
     """The frozen graft sources of a trained run, from its own copies (``RUN/sources/``). A run written before
     runs kept copies falls back to opening the source runs its specs name."""
     grafts = [i for i in config.interventions if isinstance(i, Graft)]
-    kept = {e["index"]: e for e in reader.sources() if e.get("role") == "graft"}
+    kept = {entry.index: (entry, path) for entry, path in reader.sources() if entry.role == "graft"}
     models = []
     for index, graft in enumerate(grafts):
-        entry = kept.get(index)
-        if entry is None:
+        if index not in kept:
             path, _, size, sha, _ = open_source(graft.source, graft.name, _max_bytes(like))
             models.append(load_source_model(path, like, size, sha))
         else:
-            models.append(load_source_model(entry["path"], like, entry["bytes"], entry["sha256"]))
+            entry, path = kept[index]
+            models.append(load_source_model(path, like, entry.bytes, entry.sha256))
     return models
 
 
@@ -186,7 +187,5 @@ def extra_graft_models(interventions: tuple, like: ICLTransformer, bank_fingerpr
 def intervene_from_runs(interventions, model: ICLTransformer, bank_fingerprint: str | None = None):
     """``coopetition.interventions.intervene`` with every graft's frozen source opened (and checked) from the run
     its spec names: the Python entry point for grafting onto a model outside a training run."""
-    from coopetition.interventions import Intervened, validated
-
     checked = validated(tuple(interventions), model.model_config)
     return Intervened(model, checked, extra_graft_models(checked, model, bank_fingerprint))

@@ -1,6 +1,8 @@
-"""Everything a run derives from its config before the first step: bank, pools, sizes, eval sets, model.
+"""What a run's config builds before its first step: its bank, training pool, sizes and model.
 
-Shared by training and by the readers (analysis), so both build exactly the same model for a checkpoint.
+Training builds a fresh run with these calls, and every reader of a run (``store.run.Run``, resume, zoom) builds
+the model of a checkpoint with the same ones, so a checkpoint is always loaded into exactly the model that wrote it.
+The eval sets are ``store.evalsets``; the frozen source checkpoints ``store.sources``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,8 @@ from coopetition.bank import ExemplarBank, load_bank
 from coopetition.bounded import MAX_HEADER_BYTES
 from coopetition.config import RunConfig
 from coopetition.errors import ConfigError, DataError
-from coopetition.store.contain import EVAL_SETS, contained
-from coopetition.store.rundir import RunReader
-from coopetition.task.evaluators import (EVAL_SETS_LAYOUT, build_eval_sets, check_eval_sets, eval_sets_from_tensors,
-                                         load_eval_sets)
-from coopetition.task.sampler import ClassPool, SequenceBatch, zipf_weights
+from coopetition.store.reader import RunReader
+from coopetition.task.sampler import ClassPool, zipf_weights
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
     from coopetition.model import ICLTransformer
@@ -95,30 +94,6 @@ def model_for(config: RunConfig, sizes: Sizes, device: str | torch.device = "cpu
     from coopetition.model import build_model
 
     return build_model(config.model, sizes.input_dim, sizes.n_labels, sizes.n_outputs, config.seeds.init, device)
-
-
-def eval_sets_for(config: RunConfig, bank: ExemplarBank) -> dict[str, SequenceBatch]:
-    if config.eval.import_path:
-        path = Path(config.eval.import_path)
-        sets = load_eval_sets(path, bank.fingerprint())
-        return check_eval_sets(sets, config.eval.evaluators(), bank, derive_sizes(config, bank).n_labels, str(path))
-    return build_eval_sets(config.eval.evaluators(), bank, config.seeds.eval)
-
-
-def stored_eval_sets(run_dir: Path, config: RunConfig, bank: ExemplarBank) -> dict[str, SequenceBatch]:
-    """The eval sets a run was scored on, from its ``eval_sets.safetensors`` (size and sha256 from the manifest,
-    int64 tables whose indices fit the bank and the config), never redrawn from the seed: an edited seed cannot
-    change what a resumed run is scored on."""
-    tensors, metadata = RunReader(run_dir).eval_sets(EVAL_SETS_LAYOUT)
-    source = str(contained(run_dir, EVAL_SETS))
-    sets = eval_sets_from_tensors(tensors, metadata, source, bank.fingerprint())
-    specs = config.eval.evaluators()
-    if not config.eval.import_path:  # drawn from the config: exactly its evaluators, in its order (as when trained)
-        extra = sorted(set(sets) - {spec.name for spec in specs})
-        if extra:
-            raise DataError(f"eval sets {source} hold evaluator(s) {extra[:3]} that this run's suite does not have")
-        sets = {spec.name: sets[spec.name] for spec in specs if spec.name in sets}
-    return check_eval_sets(sets, specs, bank, derive_sizes(config, bank).n_labels, source)
 
 
 def load_run_bank(config: RunConfig, run_dir: Path | None = None) -> ExemplarBank:
