@@ -162,13 +162,14 @@ def _variant_and_fast_logits(model, pair):
     dict(n_layers=3, d_model=48, n_heads=4, positional="sinusoidal", mlp_ratio=1),
 ], ids=["attn-only", "mlp", "rotary", "sinusoidal-mlp"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_fast_path_patching_equals_one_variant_per_edge(icl, config, dtype):
+def test_fast_path_patching_equals_one_variant_per_edge(config, dtype):
     """Known answer: the slow path (every edge its own hooked pass from the receiver's block, all heads split) on
     random weights of every architecture the model builds. In float64 the two agree to 1e-10 (the same function);
     in float32 to rounding; and both give exactly the corrupted logits where the sender writes the same on both runs
     (position: both runs share positions)."""
     from dataclasses import replace
 
+    icl = handmade_data("icl", n=12, relabel="01")
     model = ICLTransformer(ModelConfig(**config), input_dim=8, n_labels=8, n_outputs=8, init_seed=3).to(dtype)
     with torch.no_grad():  # larger weights than the init's, so that edges move the logits well above rounding
         for p in model.parameters():

@@ -11,6 +11,11 @@ devinterp samples language models on ``input_ids``; a sequence here is encoded a
 index triples, item by item, and the loss function decodes them, looks the exemplars up in the bank and returns
 the query's cross-entropy, repeated over devinterp's token positions (so its means are per-sequence means).
 
+What it costs (docs/performance.md): an SGLD step is a forward and backward pass of ``batch_size`` sequences plus
+noise and localisation on every sampled coordinate. Three things keep that down, none of which changes what is
+estimated: only the label-table rows the sample reads are sampled (``Sampled``), the sampled copy runs the
+training step's fused kernels, and devinterp's per-chain ``gc.collect()`` skips the objects that existed before.
+
 Tables: ``llc`` (one row per chain, and ``chain = -1`` over all chains: ``llc_mean`` and ``llc_std`` across
 chains) with diagnostics, and ``llc_trace`` (every chain's loss at every SGLD step), so that a badly calibrated
 estimate (a climbing or diverging trace, an LLC that keeps growing with more draws) is visible.
