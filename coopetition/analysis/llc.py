@@ -197,7 +197,9 @@ class LLCAnalysis(Analysis):
         # counts checkpoints) and warns when a chain fails (recorded in the table instead); the runner's no_grad is
         # lifted for the SGLD gradients. It runs gc.collect() around every chain: gc.freeze() keeps the objects that
         # exist now (this process's imports, the run) out of those collections, which took ~2 CPU-s per checkpoint.
-        gc.freeze()
+        freeze = gc.get_freeze_count() == 0  # not where someone else froze objects (unfreeze would thaw theirs)
+        if freeze:
+            gc.freeze()
         try:
             with tempfile.TemporaryDirectory(prefix="coopetition-llc-") as tmp, torch.enable_grad(), \
                     warnings.catch_warnings(record=True), contextlib.redirect_stderr(io.StringIO()):
@@ -211,7 +213,8 @@ class LLCAnalysis(Analysis):
                 trace = torch.from_numpy(data["sampling_loss_micro"].mean(dim=["batch_sampling", "token_pos"]).values)
                 init_loss = float(data["init_loss"].values.mean())
         finally:
-            gc.unfreeze()
+            if freeze:
+                gc.unfreeze()
         # devinterp warns and stops a chain on a NaN/Inf loss; the steps it never wrote read back as NaN
         failed = [not bool(torch.isfinite(trace[c]).all()) for c in range(s.chains)]
         trace_rows = [{"chain": c, "sgld_step": i, "draw": i - s.burnin if i >= s.burnin else -1,
