@@ -101,6 +101,8 @@ def circuit_rows(forward: Intervened, pair: PatchPair, max_rows: int, exact_path
     ``"variants"`` (one ``PathPatch`` variant per edge through ``Intervened.run_variants``, the reference the fast
     path is tested against), ``"auto"``: fast unless the run has hook interventions of its own (which only the
     engine applies)."""
+    if exact_path not in ("auto", "fast", "variants"):
+        raise ValueError(f"exact_path must be auto, fast or variants, got {exact_path!r}")
     network, cfg = forward.network, forward.config
     found = edges(cfg)
     fast = exact_path == "fast" or (exact_path == "auto" and not forward.edits)
