@@ -7,9 +7,9 @@ import torch
 
 from coopetition.analysis.circuit import agreement, cache_names, circuit_rows, edges
 from coopetition.analysis.pairs import exemplar_swap, icl_swap
-from coopetition.interventions import Intervened, Patch
-from coopetition.interventions.paths import sender_output
-from coopetition.model import ModelConfig
+from coopetition.interventions import Intervened, Patch, intervene
+from coopetition.interventions.paths import patched_logits, sender_output
+from coopetition.model import ICLTransformer, ModelConfig
 from coopetition.pipeline import write_figures
 from coopetition.plots.circuit import figure
 from tests.analysis_handmade import INDUCTION, handmade_data, handmade_model
@@ -136,3 +136,77 @@ def test_one_page_per_pair_from_the_table_alone(icl, tmp_path):
     hover = [t for f in fig.frames[:1] for d in f.data if d.text is not None for t in d.text if t]
     k_edge = next(t for t in hover if t.startswith("L0H0 → L1H1 (k)"))
     assert "exact +1.000" in k_edge and "attribution +0." in k_edge
+
+
+# --- the fast exact path (paths.patched_logits) against one PathPatch variant per edge (run_variants) --------------
+
+def _variant_and_fast_logits(model, pair):
+    """Both methods' patched logits of every edge, from the same caches."""
+    forward, cfg = Intervened(model), model.model_config
+    found = edges(cfg)
+    with model.per_head_hooks():
+        _, clean = forward.run_cached(pair.clean.exemplars, pair.clean.context_labels, names=cache_names(cfg),
+                                      labels=pair.answers)
+        reference, corrupt = forward.run_cached(pair.corrupt.exemplars, pair.corrupt.context_labels,
+                                                names=cache_names(cfg), labels=pair.answers)
+        slow = forward.run_variants(pair.corrupt.exemplars, pair.corrupt.context_labels, None, [(e,) for e in found],
+                                    pair.answers, baseline=corrupt, source=clean, max_rows=512)
+    fast = patched_logits(model, found, corrupt, clean, pair.answers, reference, max_rows=512)
+    return found, slow, fast, reference
+
+
+@pytest.mark.parametrize("config", [
+    dict(n_layers=2, d_model=48, n_heads=4),
+    dict(n_layers=3, d_model=48, n_heads=4, mlp_ratio=2),
+    dict(n_layers=2, d_model=48, n_heads=4, positional="rotary"),
+    dict(n_layers=3, d_model=48, n_heads=4, positional="sinusoidal", mlp_ratio=1),
+], ids=["attn-only", "mlp", "rotary", "sinusoidal-mlp"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fast_path_patching_equals_one_variant_per_edge(config, dtype):
+    """Known answer: the slow path (every edge its own hooked pass from the receiver's block, all heads split) on
+    random weights of every architecture the model builds. In float64 the two agree to 1e-10 (the same function);
+    in float32 to rounding; and both give exactly the corrupted logits where the sender writes the same on both runs
+    (position: both runs share positions)."""
+    from dataclasses import replace
+
+    icl = handmade_data("icl", n=12, relabel="01")
+    model = ICLTransformer(ModelConfig(**config), input_dim=8, n_labels=8, n_outputs=8, init_seed=3).to(dtype)
+    with torch.no_grad():  # larger weights than the init's, so that edges move the logits well above rounding
+        for p in model.parameters():
+            p.mul_(2.0)
+    for pair in (exemplar_swap(icl), icl_swap(icl)):
+        pair = replace(pair, clean=replace(pair.clean, exemplars=pair.clean.exemplars.to(dtype)),
+                       corrupt=replace(pair.corrupt, exemplars=pair.corrupt.exemplars.to(dtype)))
+        found, slow, fast, reference = _variant_and_fast_logits(model, pair)
+        assert (slow - reference).abs().amax() > 1  # the test can fail: edges do change the logits
+        tolerance = 1e-10 if dtype == torch.float64 else 5e-6 * float(slow.abs().amax())
+        torch.testing.assert_close(fast, slow, atol=tolerance, rtol=0)
+        for i, edge in enumerate(found):
+            if edge.sender == "position":
+                assert torch.equal(fast[i], reference) and torch.equal(slow[i], reference)
+
+
+def test_fast_rows_equal_the_variant_rows_on_the_handmade_circuit(icl):
+    """The table itself: every exact effect within float rounding, baselines and attribution identical."""
+    for model in (soft_model(), handmade_model(prev_heads=ONE_PREV)):
+        for pair in (exemplar_swap(icl), icl_swap(icl)):
+            slow = circuit_rows(Intervened(model), pair, 4096, exact_path="variants")
+            fast = circuit_rows(Intervened(model), pair, 4096, exact_path="fast")
+            assert [r for r in slow if r["method"] != "exact" and r["method"] != "agreement"] == \
+                [r for r in fast if r["method"] != "exact" and r["method"] != "agreement"]
+            for a, b in zip(slow, fast):
+                assert (a["sender"], a["receiver"], a["input"], a["method"]) == \
+                    (b["sender"], b["receiver"], b["input"], b["method"])
+                if a["method"] == "exact":
+                    assert b["effect"] == pytest.approx(a["effect"], abs=1e-5)
+            assert circuit_rows(Intervened(model), pair, 4096) == fast  # the default is the fast path
+
+
+def test_a_run_with_hook_interventions_keeps_the_engine_path(icl):
+    """The fast path computes the bare network; a run's own hook interventions (here the induction head's attention
+    softened) are applied by the engine only, so ``auto`` takes the variants there."""
+    model, pair = handmade_model(prev_heads=ONE_PREV), exemplar_swap(icl)
+    forward = intervene(["temperature:1:1:3"], model)
+    auto = circuit_rows(forward, pair, 4096)
+    assert auto == circuit_rows(forward, pair, 4096, exact_path="variants")
+    assert auto != circuit_rows(forward, pair, 4096, exact_path="fast")

@@ -19,6 +19,7 @@ from coopetition.analysis.config import AnalysisConfig
 from coopetition.analysis.llc import FIELDS, LLCSettings, chain_rows, encode, make_loss
 from coopetition.cli import main
 from coopetition.errors import ConfigError
+from coopetition.task.metrics import query_loss
 
 
 def test_llc_is_opt_in_and_brings_the_strategy_curves():
@@ -145,3 +146,49 @@ def test_cli_flags_reach_the_llc_settings():
     c = config.settings_for("llc")
     assert (c.lr, c.gamma, c.nbeta, c.chains, c.draws, c.burnin) == (2e-5, 300, 50, 3, 40, 5)
     assert config.to_dict()["settings"]["llc"]["gamma"] == 300  # recorded in analysis.json
+
+
+def _tiny_network(n_labels: int = 40):
+    from coopetition.model import ICLTransformer, ModelConfig
+
+    return ICLTransformer(ModelConfig(n_layers=2, d_model=16, n_heads=2), input_dim=6, n_labels=n_labels,
+                          n_outputs=n_labels, init_seed=1)
+
+
+@pytest.mark.parametrize("interventions", [(), ("ablate:0:1",)])
+def test_only_the_label_rows_the_sample_reads_are_sampled(interventions):
+    """Known answers for ``Sampled``'s compact label table: the loss is the same function of the weights (same
+    bits), the gradient of the sampled rows is the table's gradient at those rows, and every other row's gradient
+    is exactly zero, so leaving those rows out of SGLD changes no loss a chain sees."""
+    from coopetition.analysis.llc import Sampled, read_label_rows
+    from coopetition.interventions import intervene
+
+    gen = torch.Generator().manual_seed(0)
+    exemplars = torch.randn(12, 3, 6, generator=gen)
+    context_labels = torch.randint(5, 17, (12, 2), generator=gen)  # rows 5..16 of 40 at most
+    context_labels[0, 0] = 40  # an unknown label (reads as zero) is no row
+    target = torch.randint(0, 40, (12,), generator=gen)
+    forward = intervene(list(interventions), _tiny_network())
+    ours = {id(p) for p in forward.model.parameters()}
+    rows = read_label_rows(forward.network, ours, context_labels)
+    known = context_labels[context_labels < 40]
+    assert rows.tolist() == sorted(set(known.tolist())) and len(rows) <= 12
+    assert read_label_rows(forward.network, set(), context_labels) is None  # a frozen (grafted) table: no rows
+
+    plain, compact = Sampled(forward), Sampled(forward, rows)
+    assert compact.compact and not plain.compact
+    torch.testing.assert_close(compact.label_rows, forward.network.embed.W_L[rows], rtol=0, atol=0)
+
+    def loss_of(module):
+        return query_loss(module(exemplars, context_labels, target), target)
+    full = loss_of(plain)
+    grad_table, = torch.autograd.grad(full, [forward.network.embed.W_L])
+    part = loss_of(compact)
+    grad_rows, = torch.autograd.grad(part, [compact.label_rows])
+    assert torch.equal(full, part)
+    torch.testing.assert_close(grad_rows, grad_table[rows], rtol=0, atol=0)
+    others = torch.ones(40, dtype=torch.bool)
+    others[rows] = False
+    assert grad_table[rows].abs().sum() > 0 and grad_table[others].abs().max() == 0
+    # the pass leaves the table as it was (a parameter, not the per-pass copy)
+    assert isinstance(forward.network.embed.W_L, torch.nn.Parameter)

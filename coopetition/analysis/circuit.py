@@ -6,7 +6,11 @@ Each is scored on the patching pairs (``pairs.py``; the label-only pairs of ``pa
 with the normalised logit difference of ``patching`` (1: this edge alone restores the clean behaviour):
 
 - ``exact`` (path patching, ``interventions.paths``): the corrupted run with only this edge carrying the sender's
-  clean output, one variant per edge, batched by ``Intervened.run_variants``.
+  clean output. Computed by ``paths.patched_logits``: the receiver head alone on its patched input, every sender
+  at once, then the later blocks as one batched pass (~1 CPU-s per checkpoint of the quick model); the same
+  function as one ``PathPatch`` variant per edge through ``Intervened.run_variants`` (~14 CPU-s), which stays
+  the path for runs with hook interventions of their own and is what the fast one is tested against (equal to
+  1e-10 in float64, to rounding in float32: docs/performance.md).
 - ``attribution`` (edge attribution patching, Syed et al. 2023): one forward and one backward pass on the
   corrupted input give grad(LD) at every receiver input; an edge's effect ~ grad . (clean - corrupted sender
   output), summed over sequences and positions.
@@ -28,10 +32,10 @@ from coopetition.analysis.base import Analysis, Checkpoint, Figure
 from coopetition.analysis.pairs import EXEMPLAR_PAIRS, PatchPair, build_pairs
 from coopetition.analysis.patching import MIN_GAP
 from coopetition.interventions import Intervened, PathPatch
-from coopetition.interventions.paths import (DIRECT, EMBEDDINGS, INPUTS, LOGITS, head_node, receiver_hook,
-                                             sender_names, sender_output)
+from coopetition.interventions.paths import (DIRECT, EMBEDDINGS, INPUTS, LOGITS, head_node, patched_logits,
+                                             receiver_hook, sender_names, sender_output)
 from coopetition.model.config import ModelConfig
-from coopetition.model.sites import residual_entering
+from coopetition.model.sites import hook_name, residual_entering
 from coopetition.tables import FLOAT, INT, STR
 
 if TYPE_CHECKING:  # TransformerLens is imported on first use (coopetition.model)
@@ -55,9 +59,10 @@ def edges(model: ModelConfig) -> list[PathPatch]:
 
 
 def cache_names(model: ModelConfig) -> list[str]:
-    """What the clean and corrupted passes keep: every sender's output, and the residual stream where batched
-    variants start."""
-    return [residual_entering(l, model.n_layers) for l in range(model.n_layers + 1)] + sender_names(model)
+    """What the clean and corrupted passes keep: every sender's output, the residual stream where batched variants
+    start, and (with MLPs) the stream between attention and MLP, where the fast path adds a head's change."""
+    mids = [] if model.attn_only else [hook_name("resid_mid", l) for l in range(model.n_layers)]
+    return [residual_entering(l, model.n_layers) for l in range(model.n_layers + 1)] + mids + sender_names(model)
 
 
 def attribution(forward: Intervened, pair: PatchPair, clean: ActivationCache, corrupt: ActivationCache,
@@ -92,24 +97,36 @@ def agreement(exact: list[float], approx: list[float], top: int = TOP) -> dict[s
             "top1_match": float(best_e[0] == best_a[0])}
 
 
-def circuit_rows(forward: Intervened, pair: PatchPair, max_rows: int) -> list[dict]:
-    """Rows ``sender, receiver, input, method, effect`` for one checkpoint and pair."""
+def circuit_rows(forward: Intervened, pair: PatchPair, max_rows: int, exact_path: str = "auto") -> list[dict]:
+    """Rows ``sender, receiver, input, method, effect`` for one checkpoint and pair. ``exact_path``: how the exact
+    effects are computed: ``"fast"`` (``paths.patched_logits``: the receiver head alone, every sender at once),
+    ``"variants"`` (one ``PathPatch`` variant per edge through ``Intervened.run_variants``, the reference the fast
+    path is tested against), ``"auto"``: fast unless the run has hook interventions of its own (which only the
+    engine applies)."""
+    if exact_path not in ("auto", "fast", "variants"):
+        raise ValueError(f"exact_path must be auto, fast or variants, got {exact_path!r}")
     network, cfg = forward.network, forward.config
     found = edges(cfg)
+    fast = exact_path == "fast" or (exact_path == "auto" and not forward.edits)
     with network.per_head_hooks():
         passes = {}
         for run, data in (("clean", pair.clean), ("corrupt", pair.corrupt)):
             logits, cache = forward.run_cached(data.exemplars, data.context_labels, data.target,
                                                names=cache_names(cfg), labels=pair.answers)
-            passes[run] = (float((logits[:, 0] - logits[:, 1]).mean().detach()), cache)
-        (ld_clean, clean), (ld_corrupt, corrupt) = passes["clean"], passes["corrupt"]
+            passes[run] = (logits, cache)
+        (logits_clean, clean), (logits_corrupt, corrupt) = passes["clean"], passes["corrupt"]
+        ld_clean, ld_corrupt = (float((x[:, 0] - x[:, 1]).mean().detach()) for x in (logits_clean, logits_corrupt))
         gap = ld_clean - ld_corrupt
         scale = 1.0 / gap if abs(gap) >= MIN_GAP else float("nan")
-        logits = forward.run_variants(pair.corrupt.exemplars, pair.corrupt.context_labels, pair.corrupt.target,
-                                      [(e,) for e in found], pair.answers, baseline=corrupt, source=clean,
-                                      max_rows=max_rows)
-        exact = [(x - ld_corrupt) * scale for x in (logits[..., 0] - logits[..., 1]).mean(dim=1).tolist()]
+        if not fast:
+            logits = forward.run_variants(pair.corrupt.exemplars, pair.corrupt.context_labels, pair.corrupt.target,
+                                          [(e,) for e in found], pair.answers, baseline=corrupt, source=clean,
+                                          max_rows=max_rows)
         approx = [x * scale for x in attribution(forward, pair, clean, corrupt, found)]
+    if fast:
+        with torch.no_grad():
+            logits = patched_logits(network, found, corrupt, clean, pair.answers, logits_corrupt.detach(), max_rows)
+    exact = [(x - ld_corrupt) * scale for x in (logits[..., 0] - logits[..., 1]).mean(dim=1).tolist()]
     rows = [{"sender": run, "receiver": LOGITS, "input": "logit_diff", "method": "baseline", "effect": ld}
             for run, ld in (("clean", ld_clean), ("corrupt", ld_corrupt))]
     for method, values in (("exact", exact), ("attribution", approx)):
@@ -138,7 +155,8 @@ class CircuitAnalysis(Analysis):
                               "scored by exact path patching and edge attribution patching on each patching pair.")
     tables: ClassVar[dict] = {"circuit": SCHEMA}
     needs: ClassVar[tuple[str, ...]] = ("strategies",)  # the figure's strategy curves
-    by_default: ClassVar[bool] = False  # ~30 s per checkpoint on a busy CPU: several times all the others together
+    # opt-in: ~1-2.6 CPU-s per checkpoint with the fast exact path (docs/performance.md), on top of the defaults
+    by_default: ClassVar[bool] = False
     settings_of: ClassVar[str] = "patching"  # its pairs are patching's (--patch-seqs)
     figures: ClassVar[tuple] = (
         Figure("circuit_{value}.html", "Circuit over training ({value})", PAGE_CAPTION,

@@ -11,6 +11,11 @@ devinterp samples language models on ``input_ids``; a sequence here is encoded a
 index triples, item by item, and the loss function decodes them, looks the exemplars up in the bank and returns
 the query's cross-entropy, repeated over devinterp's token positions (so its means are per-sequence means).
 
+What it costs (docs/performance.md): an SGLD step is a forward and backward pass of ``batch_size`` sequences plus
+noise and localisation on every sampled coordinate. Three things keep that down, none of which changes what is
+estimated: only the label-table rows the sample reads are sampled (``Sampled``), the sampled copy runs the
+training step's fused kernels, and devinterp's per-chain ``gc.collect()`` skips the objects that existed before.
+
 Tables: ``llc`` (one row per chain, and ``chain = -1`` over all chains: ``llc_mean`` and ``llc_std`` across
 chains) with diagnostics, and ``llc_trace`` (every chain's loss at every SGLD step), so that a badly calibrated
 estimate (a climbing or diverging trace, an LLC that keeps growing with more draws) is visible.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import io
 import math
 import tempfile
@@ -70,15 +76,46 @@ def encode(classes: Tensor, exemplars: Tensor, labels: Tensor) -> Tensor:
 
 class Sampled(nn.Module):
     """The network that ran as one module (devinterp deep-copies it per chain): its parameters are the network's
-    (the trained model's and any frozen graft source's), its forward the run's interventions on every pass."""
+    (the trained model's and any frozen graft source's), its forward the run's interventions on every pass.
 
-    def __init__(self, forward) -> None:
+    ``label_rows``: the rows of the label table (``embed.W_L``) that the sample's context labels read. The loss
+    depends on no other row, and SGLD moves every coordinate by its own gradient, localisation and noise, so the
+    other rows wander without touching any loss the chain sees. They are left out (``label_rows`` is sampled in their
+    place, the table itself frozen): about 40% of the quick model's parameters, whose noise, localisation and
+    gradient were most of an SGLD step. The chains' law is the same; the noise draws differ, so the numbers are
+    another realisation of the same estimate (docs/llc.md)."""
+
+    def __init__(self, forward, label_rows: Tensor | None = None) -> None:
         super().__init__()
         self.network = forward.network
         self.intervened = forward  # not a submodule: the copy made with the module keeps sharing its weights
+        self.compact = label_rows is not None
+        if self.compact:
+            self.register_buffer("rows", label_rows)
+            self.label_rows = nn.Parameter(self.network.embed.W_L.detach()[label_rows].clone())
 
     def forward(self, exemplars: Tensor, context_labels: Tensor, target: Tensor) -> Tensor:
-        return self.intervened(exemplars, context_labels, target)
+        if not self.compact:
+            return self.intervened(exemplars, context_labels, target)
+        # the table with the sampled rows in place, for this pass only (what torch.func.functional_call does, without
+        # its walk over every submodule on each call)
+        slots = self.network.embed._parameters
+        table = slots["W_L"]
+        slots["W_L"] = table.detach().index_put((self.rows,), self.label_rows)
+        try:
+            return self.intervened(exemplars, context_labels, target)
+        finally:
+            slots["W_L"] = table
+
+
+def read_label_rows(network: nn.Module, ours: set[int], context_labels: Tensor) -> Tensor | None:
+    """The label-table rows the context labels read (``Sampled``), or None where the table is not a sampled
+    parameter of the run's own (a graft's frozen source supplies it) or every row is read anyway."""
+    table = getattr(getattr(network, "embed", None), "W_L", None)
+    if not isinstance(table, nn.Parameter) or id(table) not in ours:
+        return None
+    rows = context_labels[context_labels < table.shape[0]].unique()
+    return rows if len(rows) < table.shape[0] else None
 
 
 def make_loss(features: Tensor):
@@ -185,7 +222,7 @@ class LLCAnalysis(Analysis):
                               "needs coopetition[devinterp]) beside the strategy curves, and each chain's loss trace.")
     tables: ClassVar[dict] = {"llc": SCHEMA, "llc_trace": TRACE_SCHEMA}
     needs: ClassVar[tuple[str, ...]] = ("strategies",)  # the figure draws the strategy curves beside the LLC
-    by_default: ClassVar[bool] = False  # minutes per checkpoint on a CPU, and an optional extra
+    by_default: ClassVar[bool] = False  # ~14 CPU-s per checkpoint (docs/performance.md), and an optional extra
     Settings = LLCSettings
     figures: ClassVar[tuple] = (
         Figure("llc.html", "Local learning coefficient", PAGE_CAPTION, "coopetition.plots.llc:figure",
@@ -203,30 +240,46 @@ class LLCAnalysis(Analysis):
         batch = sample_mixture(run.config.task.mixture, run.config.task.mixture_weights, pool, self.settings.n_seqs,
                                gen, device)
         ids = encode(batch.classes, batch.exemplars, batch.labels).cpu()
+        self.context_labels = batch.labels[:, :-1]
         self.dataset = [{"input_ids": row} for row in ids]
         self.nbeta = self.settings.nbeta or default_nbeta(self.settings.batch_size)
 
     def checkpoint_rows(self, checkpoint: Checkpoint) -> dict[str, list[dict]]:
         s = self.settings
-        module = Sampled(copy.deepcopy(self.context.forward))
-        ours = {id(p) for p in module.intervened.model.parameters()}
+        forward = copy.deepcopy(self.context.forward)
+        # devinterp samples in train mode: the training step's fused attention and LayerNorm kernels (the same
+        # function to float rounding; hooked passes, where the run's interventions listen, keep the hooked path)
+        forward.network.fuse_training_kernels(True)
+        ours = {id(p) for p in forward.model.parameters()}
+        module = Sampled(forward, read_label_rows(forward.network, ours, self.context_labels))
+        ours.add(id(getattr(module, "label_rows", None)))
+        if module.compact:
+            ours.discard(id(module.network.embed.W_L))
         masks = {name: None for name, p in module.named_parameters() if id(p) in ours}
         for name, param in module.named_parameters():
             param.requires_grad_(name in masks)
         # devinterp writes its samples to zarr (a folder removed here), draws a progress bar per chain (silenced: ours
         # counts checkpoints) and warns when a chain fails (recorded in the table instead); the runner's no_grad is
-        # lifted for the SGLD gradients
-        with tempfile.TemporaryDirectory(prefix="coopetition-llc-") as tmp, torch.enable_grad(), \
-                warnings.catch_warnings(record=True), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("always")
-            tree = self.sample(
-                module, self.dataset, {}, lr=s.lr, n_beta=self.nbeta, localization=s.gamma, param_masks=masks,
-                num_chains=s.chains, num_draws=s.draws, num_burnin_steps=s.burnin, batch_size=s.batch_size,
-                num_init_loss_batches=s.n_seqs // s.batch_size, init_seed=s.seed, device=self.config.device,
-                output_path=f"{tmp}/samples.zarr", loss_fn=make_loss(self.features))
-            data = tree.dataset
-            trace = torch.from_numpy(data["sampling_loss_micro"].mean(dim=["batch_sampling", "token_pos"]).values)
-            init_loss = float(data["init_loss"].values.mean())
+        # lifted for the SGLD gradients. It runs gc.collect() around every chain: gc.freeze() keeps the objects that
+        # exist now (this process's imports, the run) out of those collections, which took ~2 CPU-s per checkpoint.
+        freeze = gc.get_freeze_count() == 0  # not where someone else froze objects (unfreeze would thaw theirs)
+        if freeze:
+            gc.freeze()
+        try:
+            with tempfile.TemporaryDirectory(prefix="coopetition-llc-") as tmp, torch.enable_grad(), \
+                    warnings.catch_warnings(record=True), contextlib.redirect_stderr(io.StringIO()):
+                warnings.simplefilter("always")
+                tree = self.sample(
+                    module, self.dataset, {}, lr=s.lr, n_beta=self.nbeta, localization=s.gamma, param_masks=masks,
+                    num_chains=s.chains, num_draws=s.draws, num_burnin_steps=s.burnin, batch_size=s.batch_size,
+                    num_init_loss_batches=s.n_seqs // s.batch_size, init_seed=s.seed, device=self.config.device,
+                    output_path=f"{tmp}/samples.zarr", loss_fn=make_loss(self.features))
+                data = tree.dataset
+                trace = torch.from_numpy(data["sampling_loss_micro"].mean(dim=["batch_sampling", "token_pos"]).values)
+                init_loss = float(data["init_loss"].values.mean())
+        finally:
+            if freeze:
+                gc.unfreeze()
         # devinterp warns and stops a chain on a NaN/Inf loss; the steps it never wrote read back as NaN
         failed = [not bool(torch.isfinite(trace[c]).all()) for c in range(s.chains)]
         trace_rows = [{"chain": c, "sgld_step": i, "draw": i - s.burnin if i >= s.burnin else -1,

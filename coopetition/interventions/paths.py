@@ -93,3 +93,109 @@ class PathPatch(Intervention):
             out[(slice(None), *index)] += delta.to(act.dtype)
             return out
         return [(name, fn)]
+
+
+# --- every edge at once: the exact path-patched logits without the per-head passes ----------------------------------
+#
+# ``PathPatch`` through ``Intervened.run_variants`` reruns the network from the receiver's block with every head's
+# Q/K/V input split (``per_head_hooks``) for each edge, although the edge changes one head's input only: the other
+# heads of that block compute exactly what they computed on the corrupted run. ``patched_logits`` computes the same
+# function of the same caches directly: the receiver head alone, on its patched input, for every sender at once, its
+# output's change added to the corrupted residual stream after the receiver's block, then the later blocks as one
+# ordinary pass (their heads read the summed stream, as without ``per_head_hooks``); in the last block, only the
+# query row, which is all the logits read. Equal in real arithmetic; in floats the sums run in another order, so
+# each edge's logits are taken relative to the same computation without the edit (``null``): an edge whose sender
+# writes the same on both runs comes out exactly the corrupted logits, as on the slow path.
+
+
+def _head_result(block, head: int, q_in: Tensor, k_in: Tensor, v_in: Tensor, query_only: bool) -> Tensor:
+    """What head ``head`` of ``block`` writes ``[rows, pos or 1, d_model]`` from its (already LayerNormed) query,
+    key and value inputs ``[rows, pos, d_model]``: ``components.Attention``'s arithmetic for one head, on the query
+    row alone with ``query_only`` (the row the logits read)."""
+    import torch
+    import torch.nn.functional as F
+
+    attn = block.attn
+    q, k, v = (x @ w[head] + b[head] for x, w, b in ((q_in, attn.W_Q, attn.b_Q), (k_in, attn.W_K, attn.b_K),
+                                                     (v_in, attn.W_V, attn.b_V)))
+    if attn.cfg.positional_embedding_type == "rotary":  # rotate works on [batch, pos, head, d_head]
+        q, k = (attn.rotate(x[:, :, None])[:, :, 0] for x in (q, k))
+    if query_only:
+        q = q[:, -1:]
+    n = k.shape[1]
+    scores = q @ k.transpose(-1, -2) / attn.attn_scale
+    scores = torch.where(attn.mask[-n:, -n:][-q.shape[1]:], scores, attn.IGNORE)
+    pattern = F.softmax(scores, dim=-1)
+    pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)
+    return (pattern @ v) @ attn.W_O[head]
+
+
+def _finish_block(block, resid_mid: Tensor) -> Tensor:
+    """The rest of a block after its attention: the MLP where there is one."""
+    if block.cfg.attn_only:
+        return resid_mid
+    return resid_mid + block.mlp(block.ln2(resid_mid))
+
+
+def patched_logits(network, edges: list[PathPatch], corrupt: Mapping[str, Tensor], clean: Mapping[str, Tensor],
+                   labels: Tensor, reference: Tensor, max_rows: int = 2048) -> Tensor:
+    """Query logits ``[len(edges), n, k]`` (of ``labels`` ``[n, k]``) of the corrupted run with each edge patched
+    alone: what ``Intervened(network).run_variants`` gives for ``[(edge,) for edge in edges]`` with ``baseline =
+    corrupt`` and ``source = clean`` (see the comment above; ``tests/test_analysis_circuit.py`` holds the two
+    equal). ``reference``: the corrupted run's logits of ``labels`` ``[n, k]``. Only for a network without hook
+    interventions (grafts are part of ``network``). ``corrupt`` and ``clean``: caches of ``circuit.cache_names``
+    made with ``per_head_hooks`` on; call this with it off."""
+    import torch
+
+    cfg = network.model_config
+    last = cfg.n_layers - 1
+    n = labels.shape[0]
+    deltas = {s: sender_output(clean, s) - sender_output(corrupt, s) for s in dict.fromkeys(e.sender for e in edges)}
+
+    def logits_from(layer: int, resid: Tensor) -> Tensor:
+        """Logits from streams ``[g * n, pos, d]`` leaving block ``layer`` (the query row alone after the last)."""
+        return network.unembed_query(network.run_blocks(resid, layer + 1), labels.repeat(resid.shape[0] // n, 1))
+
+    def leaving(layer: int, change: Tensor | None, query_only: bool, g: int = 1) -> Tensor:
+        """The corrupted stream leaving block ``layer`` with ``change`` (``[g * n, ...]``) added to its attention
+        output (None: the direct edges' stream, the corrupted final residual itself)."""
+        if change is None or cfg.attn_only:
+            base = corrupt[hook_name("resid_pre", layer + 1) if layer < last else hook_name("resid_post", last)]
+            base = (base[:, -1:] if query_only else base).repeat(g, 1, 1)
+            return base if change is None else base + change
+        mid = corrupt[hook_name("resid_mid", layer)]
+        return _finish_block(network.blocks[layer], (mid[:, -1:] if query_only else mid).repeat(g, 1, 1) + change)
+
+    out = reference.expand(len(edges), -1, -1).clone()
+    nulls: dict[tuple, Tensor] = {}
+    per_chunk = max(1, max_rows // n)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, edge in enumerate(edges):
+        if deltas[edge.sender].any():  # a sender that writes the same on both runs changes nothing: the reference
+            groups.setdefault((edge.receiver, edge.input), []).append(i)
+    for (receiver, input), members in groups.items():
+        direct = receiver == LOGITS
+        layer, head = (last, None) if direct else parse_head(receiver)
+        query_only = layer == last
+        key = (layer, direct)
+        if key not in nulls:  # the same computation without the edit, the zero every edge's change is read against
+            zero = None if direct else torch.zeros_like(leaving(layer, None, query_only))
+            nulls[key] = logits_from(layer, leaving(layer, zero, query_only))
+        if not direct:
+            block = network.blocks[layer]
+            resid_pre = corrupt[hook_name("resid_pre", layer)]
+            normalized = block.ln1(resid_pre)
+            own = _head_result(block, head, normalized, normalized, normalized, query_only)
+        for first in range(0, len(members), per_chunk):
+            chunk = members[first:first + per_chunk]
+            g = len(chunk)
+            if direct:
+                resid = leaving(layer, None, True, g) + torch.cat([deltas[edges[i].sender][:, -1:] for i in chunk])
+            else:
+                patched = block.ln1(torch.cat([resid_pre + deltas[edges[i].sender] for i in chunk]))
+                plain = normalized.repeat(g, 1, 1)
+                change = _head_result(block, head, *[patched if x == input else plain for x in INPUTS], query_only)
+                resid = leaving(layer, change - own.repeat(g, 1, 1), query_only, g)
+            got = logits_from(layer, resid).view(g, n, -1)
+            out[chunk] = got - nulls[key] + reference
+    return out
