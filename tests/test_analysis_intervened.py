@@ -14,6 +14,7 @@ from coopetition.analysis.config import AnalysisConfig
 from coopetition.pipeline import analyze
 from coopetition.cli import build_parser, main
 from coopetition.train.loop import train
+from coopetition.tables import FLOAT, INT, STR
 from tests.conftest import tiny_run_config
 
 pytestmark = pytest.mark.e2e
@@ -126,7 +127,7 @@ def test_adding_an_analysis_is_adding_one_class(runs, tmp_path):
 
         name: ClassVar[str] = "test_query_norm"
         caption: ClassVar[str] = "residual norm at the query"
-        tables: ClassVar[dict] = {"query_norm": ("step", "sequences", "evaluator", "value")}
+        tables: ClassVar[dict] = {"query_norm": {"step": INT, "sequences": INT, "evaluator": STR, "value": FLOAT}}
 
         def checkpoint_rows(self, checkpoint):
             rows = []
