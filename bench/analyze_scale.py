@@ -108,7 +108,7 @@ def full(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start, cpu = time.perf_counter(), cpu_seconds()
         result = analyze(args.run, args.spec, config, Path(tmp) / "out", progress_bar=False,
-                         use_cache=not args.cache, cache_dir=Path(tmp) / "cache" if args.cache else None)
+                         use_cache=args.cache, cache_dir=Path(tmp) / "cache" if args.cache else None)
         wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     n = len(result.steps)
     cores = os.cpu_count() or 1
