@@ -50,3 +50,13 @@ def trained_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("trained") / "run"
     train(tiny_run_config(), run, progress=False)
     return run
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Hundreds of tiny forward passes: a second torch thread on a busy 2-core machine only adds waiting. A module
+    asks for it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,13 +24,7 @@ from tests.analysis_handmade import handmade_data, handmade_model
 CLOSE = dict(atol=1e-5, rtol=1e-6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Hundreds of tiny forward passes: a second torch thread on a busy 2-core machine only adds waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def deep_model() -> ICLTransformer:

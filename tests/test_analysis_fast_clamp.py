@@ -15,12 +15,7 @@ from coopetition.task.metrics import in_context_scores, readout_labels
 from tests.analysis_handmade import handmade_data, handmade_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def deep_model(mlp_ratio=None) -> ICLTransformer:
