@@ -42,7 +42,10 @@ from pathlib import Path
 import torch
 torch.set_num_threads(1)
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.pipeline import analyze
+try:
+    from coopetition.pipeline import analyze  # this tree
+except ImportError:
+    from coopetition.analysis.runner import analyze  # an older tree (--old)
 run, spec, name, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
 kwargs = {"use_cache": False} if "use_cache" in inspect.signature(analyze).parameters else {}
 warnings.simplefilter("ignore")

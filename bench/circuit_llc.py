@@ -31,9 +31,9 @@ def setup(run_path: Path, analysis: str, **settings):
     """(context, analysis instance, checkpoint infos by step) as ``analyze`` builds them for one worker."""
     from coopetition.analysis.config import AnalysisConfig
     from coopetition.analysis.execution import build_context
-    from coopetition.analysis.loading import LoadedRun
+    from coopetition.store.run import Run
 
-    run = LoadedRun.open(run_path)
+    run = Run.open(run_path)
     config = AnalysisConfig(analyses=(analysis,), workers=1, threads=1, **settings)
     context, analyses = build_context(run, tuple(run.evaluator_specs()), config)
     return context, next(a for a in analyses if a.name == analysis), {c.step: c for c in run.checkpoints}
@@ -103,7 +103,10 @@ import pandas as pd
 import torch
 torch.set_num_threads(1)
 from coopetition.analysis.config import AnalysisConfig
-from coopetition.analysis.runner import analyze
+try:
+    from coopetition.pipeline import analyze  # this tree
+except ImportError:
+    from coopetition.analysis.runner import analyze  # an older tree (--old)
 run, spec, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 kwargs = {"use_cache": False} if "use_cache" in inspect.signature(analyze).parameters else {}
 warnings.simplefilter("ignore")
