@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -282,19 +284,41 @@ def family_features(classes: int, exemplars: int, dim: int, seed: int, *, siblin
 def load_bank(config: BankConfig, expected_shape: tuple[int, ...] | None = None) -> ExemplarBank:
     """Build or read the bank named by ``config`` and check its splits against its shape (and a file's shape
     against ``expected_shape``, a run's record, before its data is read)."""
-    if config.source == SYNTHETIC and config.is_family:
-        features = family_features(config.classes, config.exemplars, config.dim, config.seed,
-                                   siblings=config.siblings, transforms=config.transforms,
-                                   transform_share=config.transform_share, drawing_noise=config.drawing_noise,
-                                   image_noise=config.within_class_noise, offset=config.shared_scale,
-                                   prototype_rank=config.prototype_rank, layout=config.layout,
-                                   rectify=config.rectify)
-    elif config.source == SYNTHETIC:
-        features = synthetic_features(config.classes, config.exemplars, config.dim,
-                                      config.within_class_noise, config.seed, config.shared_scale,
-                                      config.prototype_rank, config.modes, config.mode_share)
+    if config.source == SYNTHETIC:
+        with _one_thread():  # a run trained on 2 threads is analysed on 1: its bank must rebuild to the same bits
+            features = _synthetic(config)
     else:
         features = _read_array(Path(config.source), config, expected_shape)
+    return _finish(config, features)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch on one thread for the block, then the caller's setting back: a matmul or QR splits its work by the
+    thread count, and the family bank's transforms differ in the last bits between 1 and 2 threads
+    (``tests/test_bank_threads.py``), which its fingerprint check would call a different bank."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _synthetic(config: BankConfig) -> Tensor:
+    if config.is_family:
+        return family_features(config.classes, config.exemplars, config.dim, config.seed,
+                               siblings=config.siblings, transforms=config.transforms,
+                               transform_share=config.transform_share, drawing_noise=config.drawing_noise,
+                               image_noise=config.within_class_noise, offset=config.shared_scale,
+                               prototype_rank=config.prototype_rank, layout=config.layout, rectify=config.rectify)
+    return synthetic_features(config.classes, config.exemplars, config.dim, config.within_class_noise, config.seed,
+                              config.shared_scale, config.prototype_rank, config.modes, config.mode_share)
+
+
+def _finish(config: BankConfig, features: Tensor) -> ExemplarBank:
     _check_features(features, config.source)
     n_cls, n_ex, _ = features.shape
     reference = is_reference_layout(config, tuple(features.shape))
