@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +22,7 @@ from safetensors import SafetensorError
 
 from coopetition.bounded import TensorLayout, open_regular, read_bytes, read_safetensors
 from coopetition.errors import ConfigError, DataError
+from coopetition.threads import one_torch_thread
 
 if TYPE_CHECKING:
     import torch
@@ -285,26 +284,11 @@ def load_bank(config: BankConfig, expected_shape: tuple[int, ...] | None = None)
     """Build or read the bank named by ``config`` and check its splits against its shape (and a file's shape
     against ``expected_shape``, a run's record, before its data is read)."""
     if config.source == SYNTHETIC:
-        with _one_thread():  # a run trained on 2 threads is analysed on 1: its bank must rebuild to the same bits
+        with one_torch_thread():  # a run trained on 2 threads is analysed on 1: its bank must rebuild to the same bits
             features = _synthetic(config)
     else:
         features = _read_array(Path(config.source), config, expected_shape)
     return _finish(config, features)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """torch on one thread for the block, then the caller's setting back: a matmul or QR splits its work by the
-    thread count, and the family bank's transforms differ in the last bits between 1 and 2 threads
-    (``tests/test_bank_threads.py``), which its fingerprint check would call a different bank."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _synthetic(config: BankConfig) -> Tensor:

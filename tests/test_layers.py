@@ -14,7 +14,7 @@ from tests.test_layering import PACKAGE, MODULES, _runtime_nodes, graph, module_
 
 # Lowest first. A module's layer is that of the longest prefix listed; peers share a rank but are kept apart.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "faults", "bounded", "tables"),  # plumbing every layer may use
+    ("errors", "faults", "bounded", "tables", "threads"),  # plumbing every layer may use
     ("bank",),  # exemplar banks
     ("task",),  # sequences, evaluators, metrics
     ("model",),  # the network and *where* (sites, hook names); the only TransformerLens importer

@@ -7,7 +7,6 @@ loss are tracked at every step, so classification and the monotonicity check nev
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Literal, Sequence
 
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor
 
 from coopetition.errors import ConfigError
+from coopetition.threads import one_torch_thread
 from coopetition.toy.config import ToyConfig
 from coopetition.toy.model import Evaluation, Problem, evaluate, loss_1_off, vector_measures
 
@@ -115,22 +115,8 @@ def solve_batch(cfgs: Sequence[ToyConfig], labels: Sequence[str] | None = None, 
         raise ConfigError(f"labels must be {len(cfgs)} distinct names, got {labels}")
     cfg = cfgs[0]
     problem, x, info = build_problem(cfgs)
-    with torch.inference_mode(), _single_thread():
+    with torch.inference_mode(), one_torch_thread():
         return _integrate(problem, x, info, cfg, labels, record)
-
-
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run torch ops on one thread for the duration of a solve, then restore the caller's setting.
-
-    The tensors are tiny, so intra-op parallelism only adds a barrier per op; on a busy 2-core machine a
-    barrier waiting on a descheduled thread made a 60-row solve 60x slower (345 s instead of 6 s, measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def solve(cfg: ToyConfig, label: str = "main", record: Record = "all") -> ToyResult:
