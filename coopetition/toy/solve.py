@@ -8,7 +8,7 @@ loss are tracked at every step, so classification and the monotonicity check nev
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
