@@ -43,3 +43,35 @@ def test_first_adam_step_moves_each_group_by_its_own_learning_rate():
 def test_bad_scales_are_config_errors(field, value):
     with pytest.raises(ConfigError, match=f"train.{field}"):
         TrainConfig(**{field: value})
+
+
+def test_label_ramp_scale_is_start_then_linear_then_final():
+    from coopetition.train.step import label_scale_at
+
+    ramp = (2.0, 100.0, 300.0)
+    assert [label_scale_at(s, 6.0, ramp) for s in (0, 100, 200, 300, 1000)] == [2.0, 2.0, 4.0, 6.0, 6.0]
+    assert label_scale_at(50, 6.0, None) == 6.0
+
+
+def test_label_ramp_moves_the_label_table_by_the_ramped_rate():
+    """With the label table in its own group, setting its rate changes only its first-step move (Adam: lr)."""
+    from coopetition.train.step import set_label_lr
+
+    model = _model()
+    named = list(model.named_parameters())
+    before = {n: p.detach().clone() for n, p in named}
+    optimizer = make_optimizer(lr_groups(named, 1e-2, label_scale=4.0, label_own_group=True), 1e-2, fused=False)
+    set_label_lr(optimizer, 1e-2 * 0.25)
+    loss = model(torch.randn(2, 3, 8), torch.tensor([[3, 7], [1, 2]])).logsumexp(-1).sum() + \
+        model.embed.W_L.pow(2).sum()
+    loss.backward()
+    optimizer.step()
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in named}
+    assert moved["embed.W_L"] == pytest.approx(1e-2 / 4, rel=1e-3)
+    assert moved["unembed.W_U"] == pytest.approx(1e-2, rel=1e-3)
+
+
+@pytest.mark.parametrize("ramp", [(0.0, 1, 2), (2.0, 5, 3), (2.0, -1, 3), (2.0, 1)])
+def test_bad_label_ramps_are_config_errors(ramp):
+    with pytest.raises(ConfigError, match="train.label_lr_ramp"):
+        TrainConfig(label_lr_ramp=ramp)

@@ -72,6 +72,10 @@ class TrainConfig:
     # relative to the shared circuit. A scale < 1 slows them back down: a time rescaling of C25's regime.
     unembed_lr_scale: float = 1.0
     label_lr_scale: float = 1.0
+    # [start_scale, from_step, to_step]: the label table's scale is start_scale until from_step, then moves linearly
+    # to label_lr_scale at to_step (issue 27: the class-specific route to CIWL sped up only once ICL has formed).
+    # None: label_lr_scale throughout.
+    label_lr_ramp: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.steps <= MAX_STEPS:
@@ -92,6 +96,13 @@ class TrainConfig:
         for name in ("unembed_lr_scale", "label_lr_scale"):
             if not (0 < getattr(self, name) <= 100):
                 raise ConfigError(f"train.{name} must be in (0, 100], got {getattr(self, name)}")
+        if self.label_lr_ramp is not None:
+            ramp = tuple(self.label_lr_ramp)
+            if (len(ramp) != 3 or not 0 < float(ramp[0]) <= 100
+                    or not 0 <= int(ramp[1]) <= int(ramp[2]) <= MAX_STEPS):
+                raise ConfigError("train.label_lr_ramp must be [start_scale in (0, 100], from_step, to_step >= "
+                                  f"from_step], got {self.label_lr_ramp}")
+            object.__setattr__(self, "label_lr_ramp", (float(ramp[0]), float(int(ramp[1])), float(int(ramp[2]))))
         if self.log_every < 1:
             raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")
         from coopetition.train.schedule import schedule_steps  # the schedules are checked here, before any run

@@ -35,7 +35,8 @@ from coopetition.train.allocator import keep_freed_memory
 from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.schedule import kept_resume_steps, schedule_steps
 from coopetition.train.state import restore_resume, resume_layout, resume_tensors
-from coopetition.train.step import TrainStep, compiled_forward, lr_groups, make_optimizer, parameter_names
+from coopetition.train.step import (TrainStep, compiled_forward, label_scale_at, lr_groups, make_optimizer,
+                                    parameter_names, set_label_lr)
 
 
 
@@ -88,7 +89,8 @@ def build_training(config: RunConfig, existing: Run | None) -> Training:
     forward = Intervened(model, config.interventions, graft_models)
     trainable = forward.trainable_parameters()
     optimizer = make_optimizer(lr_groups(parameter_names(model, trainable), tc.lr, tc.unembed_lr_scale,
-                                         tc.label_lr_scale), tc.lr, fused=tc.fused_adam)
+                                         tc.label_lr_scale, label_own_group=tc.label_lr_ramp is not None),
+                               tc.lr, fused=tc.fused_adam)
     data_gen = torch.Generator(device).manual_seed(config.seeds.train)
     train_step = TrainStep(compiled_forward(forward) if tc.compile else forward, optimizer, trainable, features, pool,
                            config.task.mixture, config.task.mixture_weights, tc.batch_size, data_gen,
@@ -165,6 +167,8 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
                     _checkpoint(writer, run, step, config, train_rows, running_loss, since_log)
                 if step == tc.steps:
                     break
+                if tc.label_lr_ramp is not None:
+                    set_label_lr(run.optimizer, tc.lr * label_scale_at(step, tc.label_lr_scale, tc.label_lr_ramp))
                 running_loss += train_step()
                 bar.update(1)
                 since_log += 1

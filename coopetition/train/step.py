@@ -33,18 +33,40 @@ CLASS_SPECIFIC = {"unembed.W_U": "unembed", "unembed.b_U": "unembed", "embed.W_L
 
 
 def lr_groups(named: Sequence[tuple[str, nn.Parameter]], lr: float, unembed_scale: float = 1.0,
-              label_scale: float = 1.0) -> list[nn.Parameter] | list[dict]:
+              label_scale: float = 1.0, label_own_group: bool = False) -> list[nn.Parameter] | list[dict]:
     """Adam's parameter groups for ``train.unembed_lr_scale`` / ``train.label_lr_scale`` (issue 27, H1): the
     unembedding and the label table at ``lr * scale``, everything else at ``lr``. At scales 1 it is the plain
     parameter list, so the optimizer (and its state dict) is the one every earlier run had."""
     params = [p for _, p in named]
-    if unembed_scale == 1.0 and label_scale == 1.0:
+    if unembed_scale == 1.0 and label_scale == 1.0 and not label_own_group:
         return params
     scale = {"unembed": unembed_scale, "label": label_scale}
-    groups: dict[float, list[nn.Parameter]] = {}
+    groups: dict[tuple, list[nn.Parameter]] = {}
     for name, param in named:
-        groups.setdefault(scale.get(CLASS_SPECIFIC.get(name, ""), 1.0), []).append(param)
-    return [{"params": group, "lr": lr * factor} for factor, group in groups.items()]
+        kind = CLASS_SPECIFIC.get(name, "")
+        key = ("label",) if label_own_group and kind == "label" else (scale.get(kind, 1.0),)
+        groups.setdefault(key, []).append(param)
+    return [{"params": group, "lr": lr * (label_scale if key == ("label",) else key[0]),
+             **({"name": "label"} if key == ("label",) else {})} for key, group in groups.items()]
+
+
+def set_label_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of the label table's own group (``lr_groups(..., label_own_group=True)``)."""
+    for group in optimizer.param_groups:
+        if group.get("name") == "label":
+            group["lr"] = lr
+
+
+def label_scale_at(step: int, scale: float, ramp: tuple[float, int, int] | None) -> float:
+    """The label table's learning-rate scale at ``step`` under ``train.label_lr_ramp`` (``scale`` without one)."""
+    if ramp is None:
+        return scale
+    start, begin, end = ramp
+    if step <= begin:
+        return start
+    if step >= end:
+        return scale
+    return start + (scale - start) * (step - begin) / (end - begin)
 
 
 def compiled_forward(forward) -> Forward:
