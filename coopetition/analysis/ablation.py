@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from coopetition.analysis.base import Analysis, Checkpoint, Figure
-from coopetition.interventions import Ablate, AblateEmbedding, Intervened, Intervention, Preserve
+from coopetition.interventions import Ablate, AblateEmbedding, Intervened, Intervention, Preserve, stream
 from coopetition.task.evalset import EvalData
 from coopetition.task.metrics import in_context_scores, readout_labels
 from coopetition.tables import FLOAT, INT, STR
@@ -74,8 +74,8 @@ def ablation_variants(n_layers: int, n_heads: int) -> tuple[list[tuple[dict, tup
 def variant_scores(forward: Intervened, data: EvalData, baseline, variants: list[tuple[Intervention, ...]],
                    max_rows: int) -> dict[str, list[float]]:
     """Mean ``in_context_acc``/``_prob``/``target_logit_diff`` of each variant (index 0 is usually the baseline)."""
-    logits = forward.run_variants(data.exemplars, data.context_labels, data.target, variants,
-                                  readout_labels(data.context_labels, data.target), baseline, max_rows=max_rows)
+    logits = stream.ablation_logits(forward, data.exemplars, data.context_labels, data.target, variants,
+                                    readout_labels(data.context_labels, data.target), baseline, max_rows)
     return {m: v.mean(dim=1).tolist() for m, v in in_context_scores(logits, data.context_labels, data.target).items()}
 
 

@@ -18,6 +18,7 @@ variants it covers and run every other one through ``run_variants``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -47,7 +48,7 @@ def head_output(network, layer: int, head: int, z: Float[Tensor, "... d_head"]) 
 def layer_output(network, layer: int, z: Float[Tensor, "... head d_head"]) -> Float[Tensor, "... d_model"]:
     """What block ``layer``'s attention writes for every head's ``z`` (``b_O`` included)."""
     attn = network.blocks[layer].attn
-    return torch.einsum("...he,hed->...d", z, attn.W_O) + attn.b_O
+    return z.flatten(-2) @ attn.W_O.flatten(0, 1) + attn.b_O
 
 
 def entering(cache: Mapping[str, Tensor], layer: int, n_layers: int) -> Tensor:
@@ -152,3 +153,118 @@ def stacked_logits(network, layer: int, build: Callable[[list[int]], Tensor], co
         tiled = {k: v.repeat(g, *[1] * (v.dim() - 1)) for k, v in (preserved or {}).items()}
         out.append(read(streams_at_query(network, layer, build(indices), tiled).view(g, n, -1)))
     return torch.cat(out)
+
+
+# --- head and embedding ablations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the stream arithmetic computes one variant: ``streams(cache)`` leaving block ``layer`` (-1: entering
+    block 0) ``[n, pos, d_model]``, then the later blocks with the clean ``preserved`` inputs (``query_block``'s
+    keywords) in the last one."""
+
+    layer: int
+    streams: Callable[[Mapping[str, Tensor]], Tensor]
+    preserved: tuple[str, ...] = ()
+
+
+def _replaced(network, cache: Mapping[str, Tensor], layer: int, heads: list[int], method: str) -> Tensor:
+    """Block ``layer``'s clean ``hook_z`` with ``heads`` replaced as ``Ablate`` replaces them."""
+    z = cache[hook_name("z", layer)]  # [n, pos, head, d_head]
+    source = (torch.zeros_like(z) if method == "zero" else z.mean(0, keepdim=True).expand_as(z) if method == "mean"
+              else z.roll(1, dims=0))
+    mask = torch.zeros(z.shape[2], dtype=torch.bool, device=z.device)
+    mask[heads] = True
+    return torch.where(mask[:, None], source, z)
+
+
+def ablation_plan(variant, network) -> Plan | None:
+    """The ``Plan`` of a variant made of at most one ``Ablate``, one ``AblateEmbedding`` and one ``Preserve``
+    (in any order), where the stream arithmetic computes it exactly; None for anything else:
+
+    - nothing: the clean final stream;
+    - ``ablate`` of heads in one block l: the stream entering l plus the block's output with those heads'
+      ``z`` replaced (zero, clean mean, another sequence's), then the later blocks;
+    - ``ablate`` of every head of every block from some l on: nothing reads the stream after l, so the final
+      stream is the one entering l plus each block's replaced output;
+    - with ``preserve`` of what the blocks after l read: only where the one such block is the last one;
+    - ``ablate_embed``: the positions alone, through every block; with ``preserve:patterns+values`` everywhere
+      every head writes what it wrote on the clean pass, so the final stream is the clean one less the token
+      embeddings.
+    """
+    from coopetition.interventions.attention import Ablate, AblateEmbedding, Preserve
+    from coopetition.interventions.base import heads_by_layer
+
+    cfg = network.cfg
+    last = cfg.n_layers - 1
+    kinds = {type(i) for i in variant}
+    if len(variant) != len(kinds) or not kinds <= {Ablate, AblateEmbedding, Preserve} or kinds >= {Ablate,
+                                                                                                   AblateEmbedding}:
+        return None
+    found = {type(i): i for i in variant}
+    ablate, embed, preserve = found.get(Ablate), found.get(AblateEmbedding), found.get(Preserve)
+    if embed is not None:
+        if preserve is None:
+            return Plan(-1, lambda cache: positions(network, cache))
+        if preserve.layers is None and {"patterns", "values"} <= set(preserve.what):
+            return Plan(last, lambda cache: entering(cache, cfg.n_layers, cfg.n_layers) - cache[hook_name("embed")])
+        return None
+    if ablate is None:
+        return None if preserve is not None else Plan(last, lambda cache: entering(cache, cfg.n_layers,
+                                                                                   cfg.n_layers))
+    by_layer = heads_by_layer(ablate.heads, cfg.n_heads)
+    first = min(by_layer)
+    if len(by_layer) > 1:
+        if list(by_layer) != list(range(first, last + 1)) or any(len(h) < cfg.n_heads for h in by_layer.values()):
+            return None
+        return Plan(last, lambda cache: entering(cache, first, cfg.n_layers) + sum(
+            layer_output(network, layer, _replaced(network, cache, layer, heads, ablate.method))
+            for layer, heads in by_layer.items()))
+    later = set(range(first + 1, last + 1)) & set(range(cfg.n_layers) if preserve is None or preserve.layers is None
+                                                  else preserve.layers)
+    what = () if preserve is None or not later else tuple(sorted(preserve.what))
+    if what and later != {last}:
+        return None
+    return Plan(first, lambda cache: entering(cache, first, cfg.n_layers) + layer_output(
+        network, first, _replaced(network, cache, first, by_layer[first], ablate.method)), what)
+
+
+def preserved_inputs(network, cache: Mapping[str, Tensor], what: tuple[str, ...]) -> dict[str, Tensor]:
+    """``query_block``'s keywords for the last block's clean ``what`` (``Preserve``'s names)."""
+    last = network.cfg.n_layers - 1
+    rotary = network.cfg.positional_embedding_type == "rotary"
+    out = {}
+    if "patterns" in what:
+        out["pattern"] = cache[hook_name("pattern", last)][:, :, -1]
+    if "queries" in what:
+        out["queries"] = cache[hook_name("rot_q" if rotary else "q", last)][:, -1]
+    if "keys" in what:
+        out["keys"] = cache[hook_name("rot_k" if rotary else "k", last)]
+    if "values" in what:
+        out["values"] = cache[hook_name("v", last)]
+    return out
+
+
+def ablation_logits(forward: Intervened, exemplars: Tensor, context_labels: Tensor, target: Tensor | None,
+                    variants, labels: Int[Tensor, "n k"], baseline: Mapping[str, Tensor],
+                    max_rows: int) -> Float[Tensor, "v n k"]:
+    """``forward.run_variants(...)`` for ``variants`` with the baseline cache: each that ``ablation_plan`` covers
+    from the stream arithmetic (only where ``applies``), the rest through ``run_variants``."""
+    network = forward.network
+    plans = [ablation_plan(v, network) if applies(forward) else None for v in variants]
+    dtype = baseline[hook_name("resid_pre", 0)].dtype
+    out = torch.empty(len(variants), labels.shape[0], labels.shape[1], device=labels.device, dtype=dtype)
+    rest = [i for i, plan in enumerate(plans) if plan is None]
+    if rest:
+        out[rest] = forward.run_variants(exemplars, context_labels, target, [variants[i] for i in rest], labels,
+                                         baseline, max_rows=max_rows).to(dtype)
+    groups: dict[tuple, list[int]] = {}
+    for i, plan in enumerate(plans):
+        if plan is not None:
+            groups.setdefault((plan.layer, plan.preserved), []).append(i)
+    for (layer, what), members in groups.items():
+        out[members] = stacked_logits(
+            network, layer, lambda chosen: torch.cat([plans[members[j]].streams(baseline) for j in chosen]),
+            len(members), labels, max_rows, preserved_inputs(network, baseline, what))
+    return out
