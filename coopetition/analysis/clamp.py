@@ -15,16 +15,24 @@ which keeps only that head (every earlier head, the other heads of its layer and
 patterns and values preserved from the baseline), so the output is what that one head copies. Evaluators whose
 target never appears in the context (pure IWL) are skipped: an induction pattern is undefined there.
 
-**Fewer passes for the last layer** (``linear_scores``). In an attention-only network an ``induction`` clamp of a
-last-layer head changes only that head's query row, which is affine in S (``induction_weights``), and nothing
-nonlinear follows it before the final LayerNorm: the residual stream at the query is exactly
-r(S) = r(0) + S (r(1) - r(0)). So each (head, condition) runs two passes, S = 0 and S = 1, and every strength is read
-out from the interpolated residual (final LayerNorm and the needed label logits). This is the same number up to
-float rounding (~1e-7 relative; an accuracy can differ only where two label logits are that close), checked against
-the one-pass-per-strength method in ``tests/test_analysis_fast_clamp.py``. It is used only where it is exact in
-real arithmetic: no MLPs and no run or ``--intervene`` edits (which might act after the clamp); otherwise, or with
-``--clamp-exact`` (``ClampSettings.exact``), every strength is its own pass. ``prev_token`` clamps (layer 0) feed a
-nonlinear later layer and always run one pass per strength.
+**Without a pass per strength** (``linear_scores``, ``interventions/stream.py``). In an attention-only network
+with no run or ``--intervene`` edits, a clamp replaces one head's output by its pattern applied to values that the
+clamp does not change, so the baseline cache already holds everything before the clamped block:
+
+- last layer, ``induction``: the clamped head's query output is the clamp's weights times the clean values of the
+  label tokens, and no block follows, so the final stream at the query is the clean one with that head's output
+  swapped (``others_kept``), the stream entering the block plus it (``others_ablated``), or the positions plus it
+  and the ablated heads' zero biases (``isolated``). No pass at all: only the final LayerNorm and the label logits.
+- layer 0, ``prev_token``: the head's output is S times its clean values shifted by one token plus 1 - S times
+  them unshifted, so the stream leaving block 0 is ``base + S * slope`` per (head, condition). Every strength's
+  stream is built from that in one tensor operation, and the later blocks run once over all of them stacked on
+  the batch axis, without hooks; the last block on the query row only (its keys and values from every position).
+
+Equal in real arithmetic to one hooked pass per strength; in floats the sums run in another order (~1e-7 relative
+in float32; an accuracy can differ only where two label logits are that close). ``tests/test_analysis_fast_clamp.py``
+and ``tests/test_analysis_fast_clamp_ablation.py`` hold the two equal (1e-10 in float64, on 1- to 3-layer and
+rotary models). Used only where it is exact: with an MLP, a run edit (which might act after the clamp), a clamp
+shape other than these, or ``--clamp-exact`` (``ClampSettings.exact``), every strength is its own pass.
 """
 
 from __future__ import annotations
@@ -94,8 +102,8 @@ def linear_applies(forward: Intervened) -> bool:
 
 def linear_scores(forward: Intervened, data: EvalData, baseline, variants: list[tuple[Intervention, ...]],
                   max_rows: int) -> dict[str, list[float]]:
-    """``variant_scores`` with every last-layer ``induction`` variant read out from the S = 0 and S = 1 passes of
-    its (head, condition) (only where ``linear_applies``); other variants run as usual."""
+    """``variant_scores`` with every clamp of ``clamp_variants``' shapes from the stream arithmetic (only where
+    ``linear_applies``, see the module docstring); other variants run as usual."""
     logits = linear_logits(forward, data, baseline, variants, max_rows)
     return {m: v.mean(dim=1).tolist() for m, v in in_context_scores(logits, data.context_labels, data.target).items()}
 
@@ -206,7 +214,7 @@ PAGE_CAPTION = (
 def clamp_rows(forward: Intervened, data: EvalData, baseline, variants: list[tuple[dict, tuple]], max_rows: int,
                linear: bool) -> list[dict]:
     """Rows ``intervention, condition, head, strength, metric, value`` of one checkpoint and evaluator
-    (``linear``: the fewer-pass readout where it applies, see the module docstring)."""
+    (``linear``: the stream arithmetic where it applies, see the module docstring)."""
     score = linear_scores if linear else variant_scores
     scores = score(forward, data, baseline, [v for _, v in variants], max_rows)
     return [{**labels, "metric": m, "value": scores[m][i]} for i, (labels, _) in enumerate(variants) for m in METRICS]
@@ -215,14 +223,14 @@ def clamp_rows(forward: Intervened, data: EvalData, baseline, variants: list[tup
 @dataclass(frozen=True)
 class ClampSettings:
     """``strengths``: the clamped attention strengths S (C25: 0, 0.1, ..., 1); ``exact``: one pass per strength for
-    every clamp, instead of reading last-layer induction clamps out of their S = 0 and S = 1 passes (exact in
-    real arithmetic where used)."""
+    every clamp, instead of the stream arithmetic of the module docstring (exact in real arithmetic where used)."""
 
     strengths: tuple[float, ...] = field(default=STRENGTHS,
                                          metadata={"help": "clamped attention strengths S of the clamp analysis"})
     exact: bool = field(default=False, metadata={
-        "help": "one pass per strength everywhere (default: last-layer induction clamps are read out of their "
-                "S = 0 and S = 1 passes, the same up to float rounding)"})
+        "help": "one hooked pass per strength everywhere (default, in attention-only networks: the clamps are "
+                "computed from the baseline cache and one batched pass of the later blocks, the same up to float "
+                "rounding)"})
 
     def __post_init__(self) -> None:
         if len(self.strengths) < 2 or not all(0 <= s <= 1 for s in self.strengths):
