@@ -37,6 +37,7 @@ shape other than these, or ``--clamp-exact`` (``ClampSettings.exact``), every st
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -115,7 +116,7 @@ def linear_logits(forward: Intervened, data: EvalData, baseline, variants: list[
     network = forward.network
     n_layers, n_heads = network.cfg.n_layers, network.cfg.n_heads
     labels = readout_labels(data.context_labels, data.target)
-    plans = [_plan(v, n_layers, n_heads) for v in variants]
+    plans = [_plan(tuple(v), n_layers, n_heads) for v in variants]
     dtype = baseline[hook_name("resid_pre", 0)].dtype
     out = torch.empty(len(variants), data.n, labels.shape[1], device=labels.device, dtype=dtype)
     exact = [i for i, plan in enumerate(plans) if plan is None]
@@ -129,6 +130,7 @@ def linear_logits(forward: Intervened, data: EvalData, baseline, variants: list[
     return out
 
 
+@functools.lru_cache(maxsize=4096)  # the same few hundred variants at every checkpoint and evaluator
 def _plan(variant: tuple[Intervention, ...], n_layers: int, n_heads: int) -> tuple | None:
     """``(kind, condition, head, strength)`` if ``variant`` is one of ``clamp_variants``' clamps that the stream
     arithmetic computes, else None."""
