@@ -1,9 +1,10 @@
-"""The clamp analysis's fewer-pass dose-response (``clamp.linear_scores``) against one pass per strength.
+"""The clamp analysis's stream arithmetic (``clamp.linear_scores``) against one pass per strength.
 
-In an attention-only network a last-layer ``induction`` clamp is affine in S up to the final LayerNorm, so two
-passes (S = 0 and S = 1) give every strength. Checked here against ``variant_scores`` (one pass per variant) on the
-hand-built copier model (the C25 known answers hold through the fast path) and on a random 3-layer model, with
-strengths that include neither end; and it is not used where it would not be exact (MLPs, run edits)."""
+In an attention-only network every clamp of ``clamp_variants`` is computed from the baseline cache and one batched
+pass of the later blocks (module docstring of ``analysis/clamp.py``). Checked here against ``variant_scores`` (one
+pass per variant) on the hand-built copier model (the C25 known answers hold through the fast path) and on a random
+3-layer model, with strengths that include neither end; and it is not used where it would not be exact (MLPs, run
+edits). ``tests/test_analysis_fast_clamp_ablation.py`` covers more shapes, float64 and the ablation analysis."""
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ def deep_model(mlp_ratio=None) -> ICLTransformer:
 
 @pytest.mark.parametrize("build, strengths", [(handmade_model, (0.0, 0.25, 0.5, 0.75, 1.0)),
                                               (deep_model, (0.2, 0.35, 0.6, 0.9))], ids=["handmade", "3-layer"])
-def test_two_passes_give_every_strength_of_a_last_layer_induction_clamp(build, strengths):
+def test_the_stream_arithmetic_gives_every_strength_of_every_clamp(build, strengths):
     model, data = build(), handmade_data("flip", n=32, relabel="flip")
     forward = intervene((), model)
     assert linear_applies(forward)

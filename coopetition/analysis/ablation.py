@@ -16,6 +16,7 @@ same that ``train --intervene`` and ``analyze --intervene`` take):
   ``zero_keep_patterns_values`` (all patterns and values clamped), which removes only the direct
   embedding-to-unembedding path (the reference's 96.7 % experiment).
 
+Computed without a hooked pass per variant where that is exact (``variant_scores``; docs/analyze.md, section 2).
 "Clean" (and what ``preserve`` restores) is the analysed baseline: the run's own network with its own interventions
 and any added with ``--intervene``. Reported: ``in_context_acc``, ``in_context_prob`` and ``target_logit_diff``
 (see ``task.metrics.in_context_scores``) averaged over the sequences, and ``delta`` from the baseline.
@@ -26,7 +27,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from coopetition.analysis.base import Analysis, Checkpoint, Figure
-from coopetition.interventions import Ablate, AblateEmbedding, Intervened, Intervention, Preserve
+from coopetition.interventions import Ablate, AblateEmbedding, Intervened, Intervention, Preserve, stream
 from coopetition.task.evalset import EvalData
 from coopetition.task.metrics import in_context_scores, readout_labels
 from coopetition.tables import FLOAT, INT, STR
@@ -73,9 +74,12 @@ def ablation_variants(n_layers: int, n_heads: int) -> tuple[list[tuple[dict, tup
 
 def variant_scores(forward: Intervened, data: EvalData, baseline, variants: list[tuple[Intervention, ...]],
                    max_rows: int) -> dict[str, list[float]]:
-    """Mean ``in_context_acc``/``_prob``/``target_logit_diff`` of each variant (index 0 is usually the baseline)."""
-    logits = forward.run_variants(data.exemplars, data.context_labels, data.target, variants,
-                                  readout_labels(data.context_labels, data.target), baseline, max_rows=max_rows)
+    """Mean ``in_context_acc``/``_prob``/``target_logit_diff`` of each variant (index 0 is usually the baseline).
+    Head, layer and embedding ablations of an attention-only network come from the baseline cache and one hook-free
+    pass of the later blocks (``stream.ablation_logits``, exact in real arithmetic); any other variant, or any
+    variant of a network with MLPs or run edits, is one hooked pass (``Intervened.run_variants``)."""
+    logits = stream.ablation_logits(forward, data.exemplars, data.context_labels, data.target, variants,
+                                    readout_labels(data.context_labels, data.target), baseline, max_rows)
     return {m: v.mean(dim=1).tolist() for m, v in in_context_scores(logits, data.context_labels, data.target).items()}
 
 
