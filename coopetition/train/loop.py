@@ -92,7 +92,8 @@ def build_training(config: RunConfig, existing: Run | None) -> Training:
     data_gen = torch.Generator(device).manual_seed(config.seeds.train)
     train_step = TrainStep(compiled_forward(forward) if tc.compile else forward, optimizer, trainable, features, pool,
                            config.task.mixture, config.task.mixture_weights, tc.batch_size, data_gen,
-                           tc.weight_decay, tc.weight_decay_form, tc.amp, parameter_names(model, trainable))
+                           tc.weight_decay, tc.weight_decay_form, tc.amp, parameter_names(model, trainable),
+                           forward.loss if tc.fused_loss and not tc.compile else None)
     return Training(model, forward, optimizer, data_gen, train_step, prepared, bank, sizes, eval_sets, sources)
 
 
