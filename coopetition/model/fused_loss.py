@@ -32,37 +32,36 @@ class _UnembedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, W: Tensor, b: Tensor, target: Tensor, rows: int,
                 needs: tuple[bool, bool, bool]) -> Tensor:
-        n, classes = x.shape[0], W.shape[1]
-        with_grad = any(needs)
+        n, d = x.shape
         rows = max(1, min(rows, n))
-        buf = x.new_empty(rows, classes)
+        # the bias as one more row of the weight, against a column of ones: the logits are one matmul with no
+        # broadcast copy of b_U, and b_U's gradient comes out of dW's matmul as its last row (no column sum)
+        W_b = torch.cat([W, b[None]])  # [d + 1, classes]
+        x_1 = torch.cat([x, x.new_ones(n, 1)], 1)  # [n, d + 1]
+        logits, log_probs = x.new_empty(rows, W.shape[1]), x.new_empty(rows, W.shape[1])
         losses = x.new_empty(n)
-        dx = dW = db = None
-        if with_grad:
-            dx = torch.empty_like(x) if needs[0] else None
-            dW = torch.zeros_like(W) if needs[1] else None
-            db = torch.zeros_like(b) if needs[2] else None
-            W_t = W.t().contiguous() if needs[0] else None  # dx's matmul reads it row-major: faster than a view
-            every = torch.arange(rows, device=x.device)
+        with_grad = any(needs)
+        dx = torch.empty_like(x) if needs[0] else None
+        dW_b = x.new_zeros(d + 1, W.shape[1]) if needs[1] or needs[2] else None
+        x_1_mean = x_1.t() / n  # [d + 1, n]: the mean's 1/n applied to the small factor, not to the block
         for start in range(0, n, rows):
             stop = min(start + rows, n)
-            xr, tr = x[start:stop], target[start:stop]
-            logits = torch.addmm(b, xr, W, out=buf[:stop - start])
-            picked = logits.gather(1, tr[:, None])[:, 0]
-            top = logits.amax(1, keepdim=True)
-            exp = logits.sub_(top).exp_()  # in place: the block now holds exp(l - max)
-            total = exp.sum(1)
-            losses[start:stop] = top[:, 0] + total.log() - picked  # logsumexp - target logit
+            block, tr = slice(start, stop), target[start:stop]
+            torch.mm(x_1[block], W_b, out=logits[:stop - start])
+            torch.log_softmax(logits[:stop - start], 1, out=log_probs[:stop - start])  # F.cross_entropy's kernel
+            lp = log_probs[:stop - start]
+            losses[block] = -lp.gather(1, tr[:, None])[:, 0]
             if with_grad:
-                grad = exp.mul_((1.0 / n) / total[:, None])  # softmax / n
-                grad[every[:stop - start], tr] -= 1.0 / n  # - onehot / n: the mean's gradient
+                grad = lp.exp_()  # softmax, in place
+                grad[torch.arange(stop - start, device=x.device), tr] -= 1.0  # - onehot
                 if dx is not None:
-                    torch.mm(grad, W_t, out=dx[start:stop])
-                if dW is not None:
-                    dW.addmm_(xr.t(), grad)
-                if db is not None:
-                    db.add_(grad.sum(0))
-        ctx.grads = (dx, dW, db)  # not inputs or outputs: no save_for_backward needed
+                    torch.mm(grad, W.t(), out=dx[block])
+                if dW_b is not None:
+                    dW_b.addmm_(x_1_mean[:, block], grad)
+        if dx is not None:
+            dx.div_(n)
+        ctx.grads = (dx, None if dW_b is None or not needs[1] else dW_b[:d],
+                     None if dW_b is None or not needs[2] else dW_b[d])
         ctx.with_grad = with_grad
         return losses.mean()
 

@@ -141,8 +141,16 @@ class ICLTransformer(HookedRootModule):
         blockwise kernel (``model/fused_loss.py``) that never writes the ``[batch, classes]`` logits; otherwise the
         logits are computed and ``F.cross_entropy`` taken. The unembedding has no hook point, so every hook of the
         pass (``ln_final`` and before) fires either way."""
-        residual = self.run_blocks(self.embed_input(exemplars, context_labels))
-        normalized = self.ln_final(residual)[:, -1]
+        return self.loss_from(self.query_normalized(exemplars, context_labels), target)
+
+    def query_normalized(self, exemplars: Float[Tensor, "batch item dim"],
+                         context_labels: Int[Tensor, "batch ctx"]) -> Float[Tensor, "batch d_model"]:
+        """The query row after the final LayerNorm: what the unembedding reads (``query_loss``'s trunk, the part
+        ``train.compile`` compiles)."""
+        return self.ln_final(self.run_blocks(self.embed_input(exemplars, context_labels)))[:, -1]
+
+    def loss_from(self, normalized: Float[Tensor, "batch d_model"], target: Int[Tensor, " batch"]) -> Tensor:
+        """``query_loss`` from the final-LayerNorm query row (see there for when it is fused)."""
         if (self.fused_loss and self.training and normalized.dtype in (torch.float32, torch.float64)
                 and not torch.is_autocast_enabled(normalized.device.type)):
             return unembed_cross_entropy(normalized, self.unembed.W_U, self.unembed.b_U, target)
