@@ -59,6 +59,17 @@ def compiled_forward(forward) -> Forward:
     return lambda exemplars, context_labels, target: network(exemplars, context_labels)
 
 
+def compiled_loss(forward) -> LossForward:
+    """``train.compile`` with ``train.fused_loss``: ``torch.compile`` of the network up to the final LayerNorm's
+    query row, then the fused unembedding + loss (an autograd Function that inductor would only run opaquely)."""
+    if forward.edits:
+        raise ConfigError("train.compile works only without hook interventions (grafts are fine); "
+                          f"got {', '.join(e.name for e in forward.edits)}")
+    network = forward.network
+    trunk = torch.compile(network.query_normalized)
+    return lambda exemplars, context_labels, target: network.loss_from(trunk(exemplars, context_labels), target)
+
+
 def reference_arrays(named: Iterable[tuple[str, Tensor]]) -> list[list[Tensor]]:
     """Group our tensors into the reference's parameter arrays (the leaves its weight penalty sums over).
 
