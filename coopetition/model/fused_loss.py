@@ -2,21 +2,22 @@
 pass over row blocks of the batch, so the ``[batch, classes]`` logits, softmax and their gradients are never
 written whole and read back.
 
-Why: at batch 256 the unembedding's 12,800-way logits are 13 MB per tensor, and the unfused step writes and re-reads
-five of them (logits, log-softmax, the NLL gradient's zero-filled one-hot, the log-softmax gradient, and the
-copies the matmul backward reads), plus the autograd bookkeeping around them. Here each block of ``rows`` rows is
-computed into one reused buffer, turned in place into ``softmax - onehot`` and consumed at once by the two gradient
-matmuls (``dx = G @ W_U^T``, ``dW_U += x^T G``, ``db_U += sum G``).
+Why: at batch 256 the unembedding's 12,800-way logits are 13 MB per tensor, and the unfused step writes and reads
+back several of them (logits, log-softmax, the NLL gradient's zero-filled one-hot, the log-softmax gradient) and
+copies the bias into the logits. Here each block of ``rows`` rows is one matmul (the bias as one more weight row
+against a column of ones), a log-softmax into a reused buffer (the kernel ``F.cross_entropy`` uses), and in place
+``softmax - onehot``, consumed at once by the gradient matmuls (``dx = G W_U^T / n`` and
+``[dW_U; db_U] += [x, 1]^T G / n``: the mean's 1/n applied to the small factor, ``db_U`` the last row).
 
-The gradients are computed in the forward (the loss is only ever backpropagated in training, and the logits are in
+The gradients are computed in the forward (the loss is only ever backpropagated in training, and the block is in
 cache then): backward multiplies them by the incoming scalar. Recomputing the logits in backward instead (keeping
-only each row's log-sum-exp) costs one more matmul and pass per block and measured slower (docs/performance.md).
-Without gradients (no grad mode, or no input needing one) only the loss is computed.
+only each row's log-sum-exp) costs one more matmul and pass per block and measured ~1.3x slower
+(docs/performance.md). Without gradients (no grad mode, or no input needing one) only the loss is computed.
 
-The same function as the unfused loss to float rounding (float64 to ~1e-15, float32 to ~1e-6:
-``tests/test_model_fused_loss.py``), not bit for bit: the softmax is formed as ``exp(l - max) / sum`` instead of
-``exp(log_softmax)``, and the per-row losses are summed blockwise. Which forward may take it is the caller's rule
-(``ICLTransformer.query_loss``: train mode, float32, no autocast).
+The same function as the unfused loss to float rounding (float64 to 1e-10, float32 to ~1e-6:
+``tests/test_model_fused_loss.py``), not bit for bit: the loss values come from the same log-softmax kernel, but the
+gradient is summed in another order. Which forward may take it is the caller's rule (``ICLTransformer.query_loss``:
+train mode, fused training kernels on, float32/float64, no autocast; ``Intervened.loss``: no hook interventions).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-ROWS = 256  # rows per block (measured on 2 cores: 64-256 equal within noise at batch 256, smaller blocks slower)
+ROWS = 256  # rows per block: 64-256 equal within noise at batch 256 on this 2-core machine, smaller blocks slower
 
 
 class _UnembedCrossEntropy(torch.autograd.Function):
