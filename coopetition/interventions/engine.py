@@ -109,8 +109,8 @@ class Intervened:
 
     def loss(self, exemplars: Float[Tensor, "batch item dim"], context_labels: Int[Tensor, "batch ctx"],
              target: Int[Tensor, " batch"]) -> Tensor:
-        """The training loss (mean query cross-entropy). With no hook interventions (grafts only splice modules)
-        the network computes it itself (``ICLTransformer.query_loss``: the fused unembedding + loss in training);
+        """The training loss (mean query cross-entropy). With no hook interventions the network computes it
+        itself (``ICLTransformer.query_loss``: the fused unembedding + loss in training, where its kernels are on);
         a hook intervention may read or edit any activation, logits included, so then the logits are computed
         through the engine and the loss taken from them."""
         if not self.edits:
