@@ -169,3 +169,16 @@ def test_training_with_and_without_the_fused_loss_follow_each_other(tmp_path):
     del old["train"]["fused_loss"]
     assert recorded_defaults(old)["train"]["fused_loss"] is False
     assert recorded_defaults(config.to_dict())["train"]["fused_loss"] is True
+
+
+def test_backward_twice_accumulates_like_autograd():
+    """The usual incoming gradient 1.0 hands the stored gradients over unscaled; autograd must still copy them,
+    so a second backward through the same graph adds the same amount again."""
+    x, W, b, target = _problem(torch.float64)
+    loss = unembed_cross_entropy(x, W, b, target, rows=10)
+    loss.backward(retain_graph=True)
+    once = [t.grad.clone() for t in (x, W, b)]
+    loss.backward(retain_graph=True)
+    loss.backward()
+    for t, g in zip((x, W, b), once):
+        torch.testing.assert_close(t.grad, 3 * g, atol=1e-12, rtol=0)

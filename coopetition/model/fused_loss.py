@@ -43,7 +43,7 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         losses = x.new_empty(n)
         with_grad = any(needs)
         dx = torch.empty_like(x) if needs[0] else None
-        dW_b = x.new_zeros(d + 1, W.shape[1]) if needs[1] or needs[2] else None
+        dW_b = x.new_empty(d + 1, W.shape[1]) if needs[1] or needs[2] else None  # the first block writes it
         x_1_mean = x_1.t() / n  # [d + 1, n]: the mean's 1/n applied to the small factor, not to the block
         for start in range(0, n, rows):
             stop = min(start + rows, n)
@@ -57,7 +57,9 @@ class _UnembedCrossEntropy(torch.autograd.Function):
                 grad[torch.arange(stop - start, device=x.device), tr] -= 1.0  # - onehot
                 if dx is not None:
                     torch.mm(grad, W.t(), out=dx[block])
-                if dW_b is not None:
+                if dW_b is not None and start == 0:
+                    torch.mm(x_1_mean[:, block], grad, out=dW_b)
+                elif dW_b is not None:
                     dW_b.addmm_(x_1_mean[:, block], grad)
         if dx is not None:
             dx.div_(n)
@@ -70,6 +72,8 @@ class _UnembedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss: Tensor):
         if not ctx.with_grad:
             raise RuntimeError("fused unembedding loss computed without gradients cannot be backpropagated")
+        if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:  # the usual case: x * 1.0 is x, skip the pass
+            return (*ctx.grads, None, None, None)
         scaled = [None if g is None else g * grad_loss for g in ctx.grads]
         return (*scaled, None, None, None)
 
