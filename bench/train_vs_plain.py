@@ -37,6 +37,7 @@ from coopetition.interventions import intervene  # noqa: E402
 from coopetition.model import ICLTransformer  # noqa: E402
 from coopetition.presets import get_preset  # noqa: E402
 from coopetition.store.build import derive_sizes, load_run_bank, model_for, training_pool  # noqa: E402
+from coopetition.train.allocator import keep_freed_memory  # noqa: E402
 from coopetition.train.step import TrainStep, make_optimizer  # noqa: E402
 
 
@@ -110,10 +111,14 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the hooked model")
     parser.add_argument("--stock", action="store_true",
                         help="also time the hooked model with the fused training kernels off (the hooked path)")
+    parser.add_argument("--unfused-loss", action="store_true",
+                        help="also time the hooked model with the unfused unembedding + cross-entropy (train.fused_loss "
+                             "false, the step before it was the default)")
     parser.add_argument("--adam", choices=("fused", "single", "both"), default="fused",
                         help="Adam kernel of both variants: fused (train.fused_adam, the default) or single-tensor; "
                              "both: fused, plus the hooked model with the single-tensor kernel as a third variant")
     args = parser.parse_args()
+    keep_freed_memory()  # as the trainer does (train/allocator.py): no page faults for the step's large tensors
 
     print(f"machine: {os.cpu_count()} CPUs visible, torch {torch.__version__}, 1-min load average at start "
           f"{os.getloadavg()[0]:.2f}")
@@ -129,7 +134,8 @@ def main() -> None:
             for threads in map(int, args.threads.split(",")):
                 torch.set_num_threads(threads)
                 tag = f"{shape} batch {batch} threads {threads}"
-                steps = _steps(config, sizes, bank.features, pool, batch, args.compile, args.adam, args.stock)
+                steps = _steps(config, sizes, bank.features, pool, batch, args.compile, args.adam, args.stock,
+                               args.unfused_loss)
                 once = time.perf_counter()
                 steps["hooked"]()
                 per_block = max(3, round(args.block_seconds / (time.perf_counter() - once)))
@@ -146,7 +152,7 @@ def main() -> None:
                     print(f"{tag} {name}/plain step-time ratio CPU: {cpu_ratio:.3f}")
                     print(f"{tag} {name}/plain step-time ratio wall, median blocks: "
                           f"{timing[name].median_step_s / timing['plain'].median_step_s:.3f}")
-                for name in ("hooked-single-adam", "hooked-stock"):
+                for name in ("hooked-single-adam", "hooked-stock", "hooked-unfused-loss"):
                     if name in timing:
                         print(f"{tag} {name}/hooked step-time ratio wall: "
                               f"{timing[name].step_s / timing['hooked'].step_s:.3f}")
@@ -166,32 +172,39 @@ def main() -> None:
 
 
 def _steps(config, sizes, features, pool, batch: int, compiled: bool = False,
-           adam: str = "fused", stock: bool = False) -> dict[str, TrainStep]:
+           adam: str = "fused", stock: bool = False, unfused_loss: bool = False) -> dict[str, TrainStep]:
     """The trainer's step for the hooked model and for its plain copy: same data stream, same optimizer (``adam``
     "both": fused, plus a twin hooked model stepped by the single-tensor kernel; ``stock``: plus a twin whose
-    fused training kernels are off, i.e. every op on the hooked path)."""
+    fused training kernels are off, i.e. every op on the hooked path; ``unfused_loss``: plus a twin that takes
+    cross-entropy of the full logits instead of the fused unembedding + loss). The hooked step is the trainer's
+    default (``train.fused_loss``); the plain model takes ``F.cross_entropy`` of its logits."""
     model = model_for(config, sizes)
     plain = PlainICLTransformer.from_hooked(model)
     model.fuse_training_kernels()  # as the trainer does
     specs, weights, lr = config.task.mixture, config.task.mixture_weights, config.train.lr
 
-    def step(forward, params, fused: bool = adam != "single") -> TrainStep:
+    def step(forward, params, fused: bool = adam != "single", loss=None) -> TrainStep:
         gen = torch.Generator().manual_seed(config.seeds.train)
         return TrainStep(forward, make_optimizer(params, lr, fused), params, features, pool, specs, weights, batch,
-                         gen)
+                         gen, loss_forward=loss)
 
     forward = intervene([], model)
-    out = {"hooked": step(forward, forward.trainable_parameters()),
+    out = {"hooked": step(forward, forward.trainable_parameters(), loss=forward.loss),
            "plain": step(lambda x, labels, target: plain(x, labels), list(plain.parameters()))}
     if adam == "both":
         single_model = model_for(config, sizes)
         single_model.fuse_training_kernels()
         single = intervene([], single_model)
-        out["hooked-single-adam"] = step(single, single.trainable_parameters(), fused=False)
+        out["hooked-single-adam"] = step(single, single.trainable_parameters(), fused=False, loss=single.loss)
+    if unfused_loss:
+        twin_model = model_for(config, sizes)
+        twin_model.fuse_training_kernels()
+        twin = intervene([], twin_model)
+        out["hooked-unfused-loss"] = step(twin, twin.trainable_parameters())
     if stock:
         twin = ICLTransformer(config.model, sizes.input_dim, sizes.n_labels, sizes.n_outputs, config.seeds.init)
         stocked = intervene([], twin)  # fuse_training_kernels is never switched on for it
-        out["hooked-stock"] = step(stocked, stocked.trainable_parameters())
+        out["hooked-stock"] = step(stocked, stocked.trainable_parameters(), loss=stocked.loss)
     if compiled:
         twin = model_for(config, sizes)
         fast = torch.compile(twin)

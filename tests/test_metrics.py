@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from coopetition.task.metrics import query_metrics
+from coopetition.task.metrics import all_finite, query_metrics
 
 
 def test_in_context_metrics_mask_labels_absent_from_context():
@@ -77,6 +77,24 @@ def test_non_finite_logits_and_all_classes_in_context_use_the_definitions():
     m = query_metrics(every, torch.tensor([0]), torch.tensor([[0, 1]]))
     assert m["out_context_acc"].item() == 0.0 and m["out_context_prob"].item() == 0.0
     assert m["in_context_acc"].item() == 1.0
+
+
+def test_all_finite_is_isfinite_all():
+    for values in ([0.0, 1.0], [float("nan"), 0.0], [0.0, float("inf")], [float("-inf"), 2.0], [3e38, -3e38], []):
+        tensor = torch.tensor(values)
+        assert all_finite(tensor) == bool(torch.isfinite(tensor).all()), values
+
+
+def test_fast_metrics_break_ties_like_argmax_at_full_width():
+    """12,800 classes with ties everywhere (the vectorised max over a wide row must still pick the first
+    maximum, as argmax and the definitions do), in CPU row blocks."""
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randint(0, 3, (90, 12800), generator=gen).float()
+    logits[::3, :5000] = -1.0  # the first maxima deep in the row
+    target = torch.randint(0, 12800, (90,), generator=gen)
+    target[::2] = 0
+    context = torch.randint(0, 12800, (90, 2), generator=gen)
+    _compare_with_definition(logits, target, context)
 
 
 def test_distinct_mask_keeps_the_first_occurrence_of_each_label():

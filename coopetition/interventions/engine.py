@@ -29,6 +29,7 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
@@ -105,6 +106,17 @@ class Intervened:
         """Query logits of every class, or of ``labels`` only: the engine's one-variant case with no edits of its
         own, in the caller's gradient mode (training steps backpropagate through it)."""
         return self._single(exemplars, context_labels, target, labels)[0]
+
+    def loss(self, exemplars: Float[Tensor, "batch item dim"], context_labels: Int[Tensor, "batch ctx"],
+             target: Int[Tensor, " batch"]) -> Tensor:
+        """The training loss (mean query cross-entropy). With no hook interventions the network computes it
+        itself (``ICLTransformer.query_loss``: the fused unembedding + loss in training, where its kernels are on);
+        a hook intervention may read or edit any activation, logits included, so then the logits are computed
+        through the engine and the loss taken from them."""
+        if not self.edits:
+            return self.network.query_loss(exemplars, context_labels, target)
+        logits = self(exemplars, context_labels, target)
+        return F.cross_entropy(logits if logits.dtype == torch.float64 else logits.float(), target)
 
     def run_cached(self, exemplars: Tensor, context_labels: Tensor, target: Tensor | None = None,
                        names: Sequence[str] | None = None,

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
@@ -27,6 +28,7 @@ from coopetition.model import init as model_init
 from coopetition.model.components import (InterleavedEmbed, LayerNorm, PosEmbed, TransformerBlock, Unembed,
                                           fuse_training_kernels)
 from coopetition.model.config import HookedConfig, ModelConfig
+from coopetition.model.fused_loss import unembed_cross_entropy
 from coopetition.model.tl import ActivationCache, HookedRootModule, HookPoint
 
 __all__ = ["ActivationCache", "HookPoint", "ICLTransformer", "InterleavedEmbed", "build_model", "slice_cache", "splice"]
@@ -40,6 +42,8 @@ LEGACY_BUFFERS = re.compile(r"blocks\.\d+\.attn\.(mask|IGNORE|rotary_sin|rotary_
 class ICLTransformer(HookedRootModule):
     """``model(exemplars, context_labels)`` -> query logits ``[batch, n_outputs]`` (or every position's with
     ``positions="all"``). Token positions: exemplar i at ``2i``, its label at ``2i+1``, the query at ``2N``."""
+
+    fused_loss = False  # query_loss's fused unembedding + cross-entropy (fuse_training_kernels switches it on)
 
     def __init__(self, config: ModelConfig, input_dim: int, n_labels: int, n_outputs: int,
                  init_seed: int, device: str | torch.device = "cpu"):
@@ -130,6 +134,28 @@ class ICLTransformer(HookedRootModule):
             return self.unembed(self.ln_final(residual))
         return self.unembed_query(residual, labels)
 
+    def query_loss(self, exemplars: Float[Tensor, "batch item dim"], context_labels: Int[Tensor, "batch ctx"],
+                   target: Int[Tensor, " batch"]) -> Float[Tensor, ""]:
+        """The training loss, mean cross-entropy of the query logits against ``target``. In train mode with
+        ``fuse_training_kernels`` on, in float32 or float64 and outside autocast, the unembedding and the loss are one fused,
+        blockwise kernel (``model/fused_loss.py``) that never writes the ``[batch, classes]`` logits; otherwise the
+        logits are computed and ``F.cross_entropy`` taken. The unembedding has no hook point, so every hook of the
+        pass (``ln_final`` and before) fires either way."""
+        return self.loss_from(self.query_normalized(exemplars, context_labels), target)
+
+    def query_normalized(self, exemplars: Float[Tensor, "batch item dim"],
+                         context_labels: Int[Tensor, "batch ctx"]) -> Float[Tensor, "batch d_model"]:
+        """The query row after the final LayerNorm: what the unembedding reads (``query_loss``'s trunk, the part
+        ``train.compile`` compiles)."""
+        return self.ln_final(self.run_blocks(self.embed_input(exemplars, context_labels)))[:, -1]
+
+    def loss_from(self, normalized: Float[Tensor, "batch d_model"], target: Int[Tensor, " batch"]) -> Tensor:
+        """``query_loss`` from the final-LayerNorm query row (see there for when it is fused)."""
+        if (self.fused_loss and self.training and normalized.dtype in (torch.float32, torch.float64)
+                and not torch.is_autocast_enabled(normalized.device.type)):
+            return unembed_cross_entropy(normalized, self.unembed.W_U, self.unembed.b_U, target)
+        return F.cross_entropy(_at_least_float32(self.unembed(normalized)), target)
+
     def forward_from(self, residual: Float[Tensor, "batch pos d_model"], start: int,
                      labels: Int[Tensor, "batch k"] | None = None) -> Tensor:
         """Query logits from the residual stream entering block ``start`` (``start = n_layers``: the final one)."""
@@ -191,6 +217,7 @@ class ICLTransformer(HookedRootModule):
         """Fused attention and LayerNorm kernels in train mode while no hook listens (``model/components.py`` says
         why only there)."""
         fuse_training_kernels(self, on)
+        self.fused_loss = on
 
     def hook_names(self) -> list[str]:
         return list(self.hook_dict)
@@ -285,6 +312,11 @@ class ICLTransformer(HookedRootModule):
 
 _DTYPE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
                 torch.int64: "I64", torch.bool: "BOOL"}
+
+
+def _at_least_float32(logits: Tensor) -> Tensor:
+    """Logits in float32 for the loss (autocast's bfloat16 ones), float64 kept."""
+    return logits if logits.dtype == torch.float64 else logits.float()
 
 
 def _drop_legacy_buffers(module: nn.Module, state_dict: Mapping[str, Tensor], prefix: str, *args: Any) -> None:

@@ -57,6 +57,20 @@ class ResumePoint:
     problem: str | None = None
 
 
+# Speed options whose default changed after runs were recorded without the field: such a run reads with the
+# value it was trained with, so --resume and zoom continue it with the same kernels (docs/performance.md).
+RECORDED_BEFORE = {"train": {"fused_loss": False}}
+
+
+def recorded_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config section dict with ``RECORDED_BEFORE``'s values filled in where the run lacks the field."""
+    out = dict(config)
+    for section, fields in RECORDED_BEFORE.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {**fields, **out[section]}
+    return out
+
+
 @dataclass(frozen=True)
 class RunReader:
     """Read-only view of a run: its config and what its manifest lists (never a file the manifest does not).
@@ -87,7 +101,7 @@ class RunReader:
         if not isinstance(meta.get("config"), dict):
             raise DataError(f"{where} has no 'config' section")
         try:
-            return config_from_dict(meta["config"])
+            return config_from_dict(recorded_defaults(meta["config"]))
         except ConfigError as err:
             raise DataError(f"{where}: {err}") from None
 

@@ -67,6 +67,15 @@ def query_metrics(logits: Float[Tensor, "batch classes"], target: Int[Tensor, " 
     return {metric: torch.cat([block[metric] for block in blocks]) for metric in METRICS}
 
 
+def all_finite(values: Tensor) -> bool:
+    """Whether every entry is finite, from one min/max pass (``isfinite(x).all()`` makes four full-width passes,
+    ~10x slower on CPU): a NaN propagates into both, an infinity is the min or the max."""
+    if values.numel() == 0:
+        return True
+    low, high = torch.aminmax(values)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
 def _query_metrics(logits: Tensor, target: Tensor, context_labels: Tensor) -> dict[str, Tensor]:
     """The metrics from five passes over the logits instead of about fifteen: evaluation between checkpoints is
     mostly this function (12,800 classes against a 64-wide model), so its cost is most of an eval's.
@@ -78,7 +87,7 @@ def _query_metrics(logits: Tensor, target: Tensor, context_labels: Tensor) -> di
     definition, which this equals to float rounding; tests/test_metrics.py compares them)."""
     logits = logits.float()
     n_classes = logits.shape[-1]
-    if n_classes <= context_labels.shape[-1] or not torch.isfinite(logits).all():
+    if n_classes <= context_labels.shape[-1] or not all_finite(logits):
         return reference_query_metrics(logits, target, context_labels)
     valid = target < n_classes  # the reference gives labels past the output classes zero loss
     t = target.clamp(max=n_classes - 1)[:, None]
@@ -102,8 +111,8 @@ def _query_metrics(logits: Tensor, target: Tensor, context_labels: Tensor) -> di
     index = torch.where(present, labels, first_label[:, None])
     outside = logits.clone()
     outside.scatter_(1, index, torch.where(has_in[:, None], float("-inf"), logits[:, :1]).expand_as(index))
-    best_out = outside.argmax(dim=1)
-    max_out = outside.gather(1, best_out[:, None])
+    max_out, best_out = outside.max(dim=1, keepdim=True)  # the first maximum, as argmax: ~3x faster on CPU
+    best_out = best_out[:, 0]
     lse_out = max_out[:, 0] + outside.sub_(max_out).exp_().sum(dim=1).log()
 
     lse = torch.logaddexp(lse_out, lse_in)

@@ -65,6 +65,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model for the training step (no hook interventions)
     fused_adam: bool = True  # PyTorch's fused Adam kernel (CPU and CUDA); false: the single-tensor kernel
     amp: bool = False  # bfloat16 autocast around the training forward (mixed precision)
+    # the unembedding and cross-entropy as one blockwise kernel (model/fused_loss.py): same function to float
+    # rounding, ~1e-6. Runs recorded before it existed read as false (store: RECORDED_BEFORE), so --resume and zoom
+    # continue them with the kernel they were trained with. Not used with compile or amp, or hook interventions.
+    fused_loss: bool = True
     # H1 of issue 27 (a departure from the reference, off at 1.0): learning-rate multipliers for the class-specific
     # parameters, the unembedding (W_U, b_U) and the label table (W_L). C25 trains at lr 1e-5 for 2M steps at batch
     # 32; a CPU preset at lr 1e-3 for 20k steps at batch 256 moves the shared weights the same Adam distance

@@ -35,8 +35,9 @@ from coopetition.train.allocator import keep_freed_memory
 from coopetition.train.evaluate import evaluate, prepare_eval_sets
 from coopetition.train.schedule import kept_resume_steps, schedule_steps
 from coopetition.train.state import restore_resume, resume_layout, resume_tensors
-from coopetition.train.step import (TrainStep, compiled_forward, label_scale_at, lr_groups, make_optimizer,
-                                    parameter_names, set_label_lr)
+from coopetition.train.config import TrainConfig
+from coopetition.train.step import (LossForward, TrainStep, compiled_forward, compiled_loss, label_scale_at,
+                                    lr_groups, make_optimizer, parameter_names, set_label_lr)
 
 
 
@@ -94,8 +95,17 @@ def build_training(config: RunConfig, existing: Run | None) -> Training:
     data_gen = torch.Generator(device).manual_seed(config.seeds.train)
     train_step = TrainStep(compiled_forward(forward) if tc.compile else forward, optimizer, trainable, features, pool,
                            config.task.mixture, config.task.mixture_weights, tc.batch_size, data_gen,
-                           tc.weight_decay, tc.weight_decay_form, tc.amp, parameter_names(model, trainable))
+                           tc.weight_decay, tc.weight_decay_form, tc.amp, parameter_names(model, trainable),
+                           _loss_forward(forward, tc))
     return Training(model, forward, optimizer, data_gen, train_step, prepared, bank, sizes, eval_sets, sources)
+
+
+def _loss_forward(forward: Intervened, tc: TrainConfig) -> LossForward | None:
+    """The step's loss straight from the inputs (``train.fused_loss``; compiled up to the unembedding with
+    ``train.compile``), or None: cross-entropy of ``forward``'s logits, as before the fused loss."""
+    if not tc.fused_loss:
+        return None
+    return compiled_loss(forward) if tc.compile else forward.loss
 
 
 def checkpoint_metadata(config: RunConfig) -> dict:

@@ -20,6 +20,8 @@ from coopetition.task.sequence import SequenceSpec
 
 # (exemplars, context_labels, target) -> query logits: ``Intervened`` in training, a bare model in benchmarks
 Forward = Callable[[Tensor, Tensor, Tensor], Tensor]
+# (exemplars, context_labels, target) -> mean query cross-entropy: ``Intervened.loss`` (the fused unembedding + loss)
+LossForward = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 def make_optimizer(params: Sequence[nn.Parameter] | Sequence[dict], lr: float, fused: bool = True) -> torch.optim.Adam:
@@ -79,6 +81,17 @@ def compiled_forward(forward) -> Forward:
     return lambda exemplars, context_labels, target: network(exemplars, context_labels)
 
 
+def compiled_loss(forward) -> LossForward:
+    """``train.compile`` with ``train.fused_loss``: ``torch.compile`` of the network up to the final LayerNorm's
+    query row, then the fused unembedding + loss (an autograd Function that inductor would only run opaquely)."""
+    if forward.edits:
+        raise ConfigError("train.compile works only without hook interventions (grafts are fine); "
+                          f"got {', '.join(e.name for e in forward.edits)}")
+    network = forward.network
+    trunk = torch.compile(network.query_normalized)
+    return lambda exemplars, context_labels, target: network.loss_from(trunk(exemplars, context_labels), target)
+
+
 def reference_arrays(named: Iterable[tuple[str, Tensor]]) -> list[list[Tensor]]:
     """Group our tensors into the reference's parameter arrays (the leaves its weight penalty sums over).
 
@@ -131,6 +144,9 @@ class TrainStep:
     # ``trainable`` named as in the model (``parameter_names``), so the penalty sees the reference's arrays; without
     # names each tensor counts as one array, which differs from the reference only for the unsquared form
     named_trainable: Sequence[tuple[str, nn.Parameter]] | None = None
+    # the loss straight from the inputs (``Intervened.loss``: train.fused_loss); None: ``query_loss`` of
+    # ``forward``'s logits. Not used under amp (the fused kernel is float32)
+    loss_forward: LossForward | None = None
 
     def __post_init__(self) -> None:
         self.specs, self.weights = list(self.specs), list(self.weights)
@@ -143,9 +159,13 @@ class TrainStep:
 
     def __call__(self) -> Tensor:
         batch = sample_mixture(self.specs, self.weights, self.pool, self.batch_size, self.gen, self.features.device)
-        with torch.autocast(self.features.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.forward(gather_features(self.features, batch), batch.context_labels, batch.target)
-        loss = query_loss(logits.float(), batch.target)  # .float() is a no-op (no graph node) without amp
+        exemplars = gather_features(self.features, batch)
+        if self.loss_forward is not None and not self.amp:
+            loss = self.loss_forward(exemplars, batch.context_labels, batch.target)
+        else:
+            with torch.autocast(self.features.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                logits = self.forward(exemplars, batch.context_labels, batch.target)
+            loss = query_loss(logits.float(), batch.target)  # .float() is a no-op (no graph node) without amp
         total = loss
         if self.weight_decay:
             total = loss + self.weight_decay * weight_penalty(self.penalty_arrays, self.weight_decay_form)
