@@ -75,3 +75,20 @@ def test_label_ramp_moves_the_label_table_by_the_ramped_rate():
 def test_bad_label_ramps_are_config_errors(ramp):
     with pytest.raises(ConfigError, match="train.label_lr_ramp"):
         TrainConfig(label_lr_ramp=ramp)
+
+
+def test_quick_circuit_is_quick_b256_with_the_family_bank_and_class_rates_only():
+    """The preset of issue 27's search differs from the README default in exactly the fields its docs name."""
+    from coopetition.presets import get_preset
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    base, circuit = flat(get_preset("quick-b256").to_dict()), flat(get_preset("quick-circuit").to_dict())
+    changed = {k: circuit[k] for k in circuit if circuit[k] != base.get(k)}
+    assert changed == {"preset": "quick-circuit", "bank.siblings": 8, "bank.transforms": 8,
+                       "bank.transform_share": 0.75, "bank.drawing_noise": 0.3, "bank.within_class_noise": 0.3,
+                       "bank.rectify": True, "train.label_lr_scale": 3.0, "train.unembed_lr_scale": 0.3}
