@@ -271,3 +271,25 @@ def test_placed_traces_make_the_figure_add_traces_makes():
         fig.update_layout(sliders=[dict(steps=[dict(label="1", method="restyle", args=[{"visible": [True] * 14}])])])
     assert json.loads(pio.to_json(fast)) == json.loads(pio.to_json(slow))
     assert [t.xaxis for t in fast.data][:3] == ["x", "x5", "x3"]  # row-major subplot axes: (1,1), (2,2), (1,3)
+
+
+def test_pages_drawn_in_forked_processes_are_the_pages_drawn_here(trained_run, tmp_path):
+    """``write_figures(processes=2)`` draws pages in two forked processes: the same files, the same figures."""
+    from coopetition.analysis.tables import read_analysis_table
+    from coopetition.pipeline import write_figures
+
+    chosen = ("progress", "patching", "probes")
+    out = tmp_path / "analysis"
+    analyze(trained_run, "0:", AnalysisConfig(analyses=chosen, workers=1, **SMALL), out, progress_bar=False)
+    frames = {t: read_analysis_table(out, t) for a in chosen for t in get(a).tables}
+    drawn = {}
+    for processes in (1, 2):
+        folder = tmp_path / f"p{processes}"
+        folder.mkdir()
+        for t in frames:
+            (folder / f"{t}.csv").write_bytes((out / f"{t}.csv").read_bytes())
+        written = write_figures(folder, frames, chosen, run="r", processes=processes)
+        drawn[processes] = {name: read_page(path) for name, path in written.items() if name != "index.html"}
+    assert len(drawn[1]) >= 6 and drawn[1].keys() == drawn[2].keys()
+    for name in drawn[1]:
+        assert drawn[1][name] == drawn[2][name], name
