@@ -231,3 +231,65 @@ def test_probe_cells_at_or_below_chance_are_marked():
     assert crosses["y"] == ["resid 0 · q"]
     heat = next(t for t in fig["data"] if t["type"] == "heatmap")
     assert array(heat["customdata"]).tolist() == [[0.55], [0.55]] and cells(heat) == [0.5, 0.95]
+
+
+def test_placed_traces_make_the_figure_add_traces_makes():
+    """``common.placed`` (plain-dict traces put in their subplots without plotly's per-trace validation, what makes a
+    201-checkpoint page fast to draw) gives the same figure JSON as validated traces through ``add_traces``."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+    from plotly.subplots import make_subplots
+
+    from coopetition.plots.common import colour_bar, placed
+
+    def layout():
+        fig = make_subplots(rows=2, cols=3, subplot_titles=[f"panel {i}" for i in range(6)])
+        fig.update_yaxes(autorange="reversed")
+        fig.update_xaxes(title_text="x", row=2)
+        fig.update_layout(template="plotly_white", title="t", height=500)
+        return fig
+
+    blues = go.Heatmap(colorscale="Blues").colorscale
+    rng = np.random.default_rng(0)
+    traces, places = [], []
+    for i in range(14):
+        row, col = 1 + i % 2, 1 + i % 3
+        if i % 2:
+            traces.append(dict(type="heatmap", z=rng.random((3, 4)), x=list("abcd"), y=["p", "q", "r"], zmin=0,
+                               zmax=1, colorscale=blues, showscale=i == 1, colorbar=colour_bar("w"),
+                               visible=i > 10, hovertemplate="%{z:.3f}<extra></extra>"))
+        else:
+            traces.append(dict(type="scatter", x=np.arange(5.0), y=rng.random(5), mode="lines+markers", name=f"h{i}",
+                               line=dict(color="#123456", dash="dot"), visible=i > 10, customdata=np.arange(5)))
+        places.append((row, col))
+    slow = layout()
+    slow.add_traces([go.Heatmap(**{k: v for k, v in t.items() if k != "type"}) if t["type"] == "heatmap" else
+                     go.Scatter(**{k: v for k, v in t.items() if k != "type"}) for t in traces],
+                    rows=[p[0] for p in places], cols=[p[1] for p in places])
+    fast = placed(layout(), [dict(t) for t in traces], places)
+    for fig in (slow, fast):
+        fig.update_layout(sliders=[dict(steps=[dict(label="1", method="restyle", args=[{"visible": [True] * 14}])])])
+    assert json.loads(pio.to_json(fast)) == json.loads(pio.to_json(slow))
+    assert [t.xaxis for t in fast.data][:3] == ["x", "x5", "x3"]  # row-major subplot axes: (1,1), (2,2), (1,3)
+
+
+def test_pages_drawn_in_forked_processes_are_the_pages_drawn_here(trained_run, tmp_path):
+    """``write_figures(processes=2)`` draws pages in two forked processes: the same files, the same figures."""
+    from coopetition.analysis.tables import read_analysis_table
+    from coopetition.pipeline import write_figures
+
+    chosen = ("progress", "patching", "probes")
+    out = tmp_path / "analysis"
+    analyze(trained_run, "0:", AnalysisConfig(analyses=chosen, workers=1, **SMALL), out, progress_bar=False)
+    frames = {t: read_analysis_table(out, t) for a in chosen for t in get(a).tables}
+    drawn = {}
+    for processes in (1, 2):
+        folder = tmp_path / f"p{processes}"
+        folder.mkdir()
+        for t in frames:
+            (folder / f"{t}.csv").write_bytes((out / f"{t}.csv").read_bytes())
+        written = write_figures(folder, frames, chosen, run="r", processes=processes)
+        drawn[processes] = {name: read_page(path) for name, path in written.items() if name != "index.html"}
+    assert len(drawn[1]) >= 6 and drawn[1].keys() == drawn[2].keys()
+    for name in drawn[1]:
+        assert drawn[1][name] == drawn[2][name], name

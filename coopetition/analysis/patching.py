@@ -6,7 +6,9 @@ alone restores the clean behaviour, 0 means it carries none of it. When the clea
 less than ``MIN_GAP`` logits the ratio is undefined and reported as NaN (the raw LDs are in the table).
 
 Exact patching runs the corrupted input with one clean activation written in (the ``patch`` intervention, one
-variant per site, batched by ``Intervened.run_variants``):
+variant per site; computed by ``interventions.patches.patched_logits``, the same function as one hooked pass per site
+through ``Intervened.run_variants`` without rerunning whole blocks, which it falls back to where the run's own hook
+interventions are on):
 ``resid`` at every layer boundary x position (``layer`` L = after the last block), ``z`` (head output) per head over
 all positions (``position`` -1) and per position, and ``q``/``k``/``v``/``pattern`` per head. Attribution patching
 (Nanda 2023) estimates every one of those effects at once from one forward and one backward pass on the corrupted
@@ -26,6 +28,7 @@ from coopetition.analysis.base import Analysis, Checkpoint, Figure
 from coopetition.analysis.pairs import PatchPair, build_pairs
 from coopetition.errors import ConfigError
 from coopetition.interventions import Intervened, Patch
+from coopetition.interventions import patches as fast_patches
 from coopetition.model.sites import hook_name, residual_entering
 from coopetition.tables import FLOAT, INT, STR
 
@@ -130,9 +133,15 @@ def patching_rows(forward: Intervened, pair: PatchPair, clean: ActivationCache, 
             for run, value in (("clean", ld_clean), ("corrupt", ld_corrupt))]
     n_pos = pair.corrupt.classes.shape[1] * 2 - 1
     variants = patch_variants(cfg.n_layers, cfg.n_heads, n_pos)
-    logits = forward.run_variants(pair.corrupt.exemplars, pair.corrupt.context_labels, pair.corrupt.target,
-                                  [(patch,) for _, patch in variants], pair.answers, baseline=corrupt, source=clean,
-                                  max_rows=max_rows)
+    patches = [patch for _, patch in variants]
+    if fast_patches.usable(forward, patches):  # the same logits without a hooked pass per site
+        reference = corrupt_logits.detach().gather(1, pair.answers)
+        logits = fast_patches.patched_logits(forward.network, patches, corrupt, clean, pair.answers, reference,
+                                             max_rows)
+    else:
+        logits = forward.run_variants(pair.corrupt.exemplars, pair.corrupt.context_labels, pair.corrupt.target,
+                                      [(patch,) for patch in patches], pair.answers, baseline=corrupt, source=clean,
+                                      max_rows=max_rows)
     patched = (logits[..., 0] - logits[..., 1]).mean(dim=1).tolist()
     exact = [{"kind": "exact", **labels, "metric": "normalized_logit_diff",
               "value": _normalise(x, ld_clean, ld_corrupt)} for (labels, _), x in zip(variants, patched)]

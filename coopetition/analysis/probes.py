@@ -127,8 +127,10 @@ class ProbesAnalysis(Analysis):
         rows = []
         for name in self.context.evaluators:
             data = self.sets[name]
+            # the probes read the residual stream only: one label's logit, not the 12,800-way unembedding
             _, cache = self.context.timed("forward", self.context.forward.run_cached, data.exemplars,
-                                          data.context_labels, data.target, [n for _, n in resid_points(n_layers)])
+                                          data.context_labels, data.target, [n for _, n in resid_points(n_layers)],
+                                          labels=data.target[:, None])
             found = probe_rows(n_layers, data, cache, self.settings.steps, self.settings.l2, self.config.seed)
             rows += [{"evaluator": name, **r} for r in found]
         return {"probes": rows}

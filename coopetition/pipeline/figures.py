@@ -110,12 +110,15 @@ def pages_for(name: str, frames: dict[str, pd.DataFrame | None]) -> list[Page]:
 
 
 def write_figures(out: Path, frames: dict[str, pd.DataFrame], analyses: tuple[str, ...],
-                  shown: Path | None = None, run: str | None = None, reuse: Path | None = None) -> dict[str, Path]:
+                  shown: Path | None = None, run: str | None = None, reuse: Path | None = None,
+                  processes: int = 1) -> dict[str, Path]:
     """Write every page the tables of ``analyses`` allow plus ``index.html``; returns ``{file name: path}``.
 
     ``shown`` is the folder named on the index page when ``out`` is a temporary folder swapped into place later;
     ``run`` (the run's folder name) goes under every page's title with the analysed steps. ``reuse``: a folder of
-    pages drawn earlier (module docstring); the tables must be written in ``out`` as ``{table}.csv``."""
+    pages drawn earlier (module docstring); the tables must be written in ``out`` as ``{table}.csv``.
+    ``processes``: pages are drawn in this many forked processes (Linux; ``analyze`` passes its worker count), each
+    page whole by one of them; a page is a pure function of the tables, so the files are the same."""
     out = Path(out)
     ensure_plotlyjs(out)
     written: dict[str, Path] = {}
@@ -129,6 +132,7 @@ def write_figures(out: Path, frames: dict[str, pd.DataFrame], analyses: tuple[st
     steps = sorted({int(s) for f in frames.values() if f is not None and len(f) for s in f["step"].unique()})
     line_under = (f"run {run} · " if run else "") + steps_label(analysed_steps)
     keys = _Keys(out, line_under) if reuse is not None else None
+    todo: list[tuple[Entry, Callable, str | None]] = []  # pages to draw (the inline ones are drawn here)
     for name in analyses:
         for entry, build in pages_for(name, frames):
             entries.append(entry)
@@ -136,17 +140,59 @@ def write_figures(out: Path, frames: dict[str, pd.DataFrame], analyses: tuple[st
             if key is not None and _copy(Path(reuse) / f"{key}.html", out / entry.file):
                 written[entry.file] = out / entry.file
                 continue
-            fig = build()
-            subtitle(fig, line_under)
-            written[entry.file] = write_figure(fig, out / entry.file)
-            if key is not None:
-                _keep(out / entry.file, Path(reuse) / f"{key}.html")
-            if entry.file in inline and headline is None:
+            if entry.file not in inline:
+                todo.append((entry, build, key))
+                continue
+            fig = _draw(build, line_under, out / entry.file)
+            written[entry.file] = out / entry.file
+            if headline is None:
                 headline = fig
+    _draw_all([(build, line_under, out / entry.file) for entry, build, _ in todo], processes)
+    for entry, _, key in todo:
+        written[entry.file] = out / entry.file
+        if key is not None:
+            _keep(out / entry.file, Path(reuse) / f"{key}.html")
     line = (f"{len(steps)} steps, {steps[0]}..{steps[-1]}" if steps else "no rows") + f" — {Path(shown or out).resolve()}"
     tables = [f"{t}.csv" for name in analyses for t in get(name).tables if t in frames]
     written["index.html"] = write_index(out, entries, tables, headline, line)
     return written
+
+
+def _draw(build: Callable, line_under: str, path: Path) -> go.Figure:
+    fig = build()
+    subtitle(fig, line_under)
+    write_figure(fig, path)
+    return fig
+
+
+_PAGES: list[tuple[Callable, str, Path]] = []  # what forked page drawers see (set just before they fork)
+
+
+def _draw_one(index: int) -> None:
+    _draw(*_PAGES[index])
+
+
+def _draw_all(pages: list[tuple[Callable, str, Path]], processes: int) -> None:
+    """Draw ``pages`` (``(build, line under the title, file)``), in ``processes`` forked processes where there is
+    more than one page and fork exists (a page of a 201-checkpoint run takes seconds, all of it single-threaded
+    Python in plotly); an error in any page is raised here."""
+    global _PAGES
+    import sys
+
+    processes = min(processes, len(pages))
+    if processes <= 1 or sys.platform != "linux":
+        for page in pages:
+            _draw(*page)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _PAGES = pages
+    try:
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            list(pool.map(_draw_one, range(len(pages))))
+    finally:
+        _PAGES = []
 
 
 class _Keys:

@@ -52,7 +52,7 @@ def analyze(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
         tables, frames, skipped = write_tables(tmp, found)
         reuse = Path(found.cache["dir"]) / "figures" if found.cache["dir"] is not None else None
         written = timer.run("figures", write_figures, tmp, frames, config.analyses, shown=out, run=Path(run_dir).name,
-                            reuse=reuse)
+                            reuse=reuse, processes=config.n_workers(len(found.selection.steps)))
         write_record(tmp, found)
     figures = {name: out / path.name for name, path in written.items()}
     return AnalysisResult(out, found.selection.steps, tables, figures, dict(timer.seconds), dict(timer.cpu), skipped,

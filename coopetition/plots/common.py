@@ -65,6 +65,24 @@ def write_figure(fig: go.Figure, path: Path) -> Path:
     return path
 
 
+def placed(layout: go.Figure, traces: list[dict], places: list[tuple[int, int]]) -> go.Figure:
+    """The figure ``layout.add_traces(traces, rows, cols)`` would give: ``layout`` (a ``make_subplots`` figure with
+    its axes, annotations and template already set) holding ``traces`` (plain dicts, e.g. ``dict(type="scatter",
+    ...)``) in the subplots ``places`` (``(row, col)``), built without plotly's per-trace validation and copies.
+    Those cost about 2 ms per trace, most of the drawing time of a page with a trace per checkpoint and head (8,000
+    on a 201-checkpoint clamp page); the page's JSON is the same (``tests/test_plots_pages.py``). The returned figure
+    does not validate later updates either: do row/col updates (``update_xaxes(row=...)``, ``add_hline``) and
+    anything plotly must expand (a ``template`` name) on ``layout`` first."""
+    refs: dict[tuple[int, int], dict] = {}
+    for trace, (row, col) in zip(traces, places):
+        if (row, col) not in refs:
+            sub = layout.get_subplot(row, col)
+            refs[row, col] = {"xaxis": sub.xaxis.plotly_name.replace("axis", ""),
+                              "yaxis": sub.yaxis.plotly_name.replace("axis", "")}
+        trace.update(refs[row, col])
+    return go.Figure(data=traces, layout=layout.layout, _validate=False)
+
+
 def colour_bar(title: str, length: int = 320, **extra) -> dict:
     """A colour bar of fixed height at the top right, so all of it is on the first screen of a tall page."""
     return dict(title=dict(text=title, side="right"), lenmode="pixels", len=length, y=1.0, yanchor="top",

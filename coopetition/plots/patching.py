@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from coopetition.plots.common import HELPS_HIGH, LOW_GAP_GREY, colour_bar, evaluator_menu, step_axis
+from coopetition.plots.common import HELPS_HIGH, LOW_GAP_GREY, colour_bar, evaluator_menu, placed, step_axis
 
 
 
@@ -39,8 +39,9 @@ def reliable(gap: float | None) -> bool:
 
 
 def _heat(grid: pd.DataFrame, x: list[str], y: list[str], visible: bool, showscale: bool,
-          gap: np.ndarray, where: str) -> list[go.Heatmap]:
-    """The value heatmap (cells of a reliable gap) and a grey one over the rest; ``gap`` broadcasts to the grid."""
+          gap: np.ndarray, where: str) -> list[dict]:
+    """The value heatmap (cells of a reliable gap) and a grey one over the rest; ``gap`` broadcasts to the grid.
+    Plain dicts (``common.placed`` skips validating them one by one); every colour scale is explicit."""
     values = grid.to_numpy(dtype=float)
     gap = np.broadcast_to(np.asarray(gap, dtype=float), values.shape)
     ok = np.abs(np.nan_to_num(gap, nan=0.0)) >= RELIABLE_GAP
@@ -49,11 +50,12 @@ def _heat(grid: pd.DataFrame, x: list[str], y: list[str], visible: bool, showsca
     grey_hover = (f"{where}<br>value %{{text}} — not shown: gap %{{customdata:.2f}} logit "
                   f"(< {RELIABLE_GAP:g})<extra></extra>")
     text = [["NaN" if v != v else f"{v:.3f}" for v in row] for row in values]
-    return [go.Heatmap(z=np.where(ok, values, np.nan), x=x, y=y, zmin=-1, zmax=1, zmid=0, colorscale=HELPS_HIGH,
-                       visible=visible, showscale=showscale, colorbar=colour_bar(SCALE_TITLE), customdata=gap,
-                       hovertemplate=hover),
-            go.Heatmap(z=np.where(ok, np.nan, 0.0), x=x, y=y, zmin=0, zmax=1, colorscale=GREY, showscale=False,
-                       visible=visible, customdata=gap, text=text, hovertemplate=grey_hover, name="low gap")]
+    return [dict(type="heatmap", z=np.where(ok, values, np.nan), x=x, y=y, zmin=-1, zmax=1, zmid=0,
+                 colorscale=HELPS_HIGH, visible=visible, showscale=showscale, colorbar=colour_bar(SCALE_TITLE),
+                 customdata=gap, hovertemplate=hover),
+            dict(type="heatmap", z=np.where(ok, np.nan, 0.0), x=x, y=y, zmin=0, zmax=1, colorscale=GREY,
+                 showscale=False, visible=visible, customdata=gap, text=text, hovertemplate=grey_hover,
+                 name="low gap")]
 
 
 def positions_figure(table: pd.DataFrame) -> go.Figure:
@@ -62,14 +64,15 @@ def positions_figure(table: pd.DataFrame) -> go.Figure:
     n_pos = int(exact["position"].max()) + 1
     tokens = token_names(n_pos)
     gap = gaps(table)
-    fig = make_subplots(rows=2, cols=len(pairs), subplot_titles=[f"pair {p}" for p in pairs] + [""] * len(pairs),
-                        vertical_spacing=0.14)
-    owners, traces, rows, cols = [], [], [], []
+    layout = make_subplots(rows=2, cols=len(pairs), subplot_titles=[f"pair {p}" for p in pairs] + [""] * len(pairs),
+                           vertical_spacing=0.14)
+    owners, traces, places = [], [], []
+    parts = dict(tuple(exact.groupby(["step", "pair"], sort=False)))  # one pass, not a scan per step and pair
+    empty = exact.iloc[:0]
     for s_index, step in enumerate(steps):
-        at = exact[exact["step"] == step]
         show = s_index == len(steps) - 1
         for c, pair in enumerate(pairs, start=1):
-            p = at[at["pair"] == pair]
+            p = parts.get((step, pair), empty)
             g = gap.get((step, pair), np.nan)
             resid = p[p["component"] == "resid"].pivot_table(index="layer", columns="position", values="value")
             resid = resid.reindex(columns=range(n_pos))
@@ -81,21 +84,21 @@ def positions_figure(table: pd.DataFrame) -> go.Figure:
             traces += _heat(grid.reindex(columns=range(n_pos)), tokens, list(grid.index), show, False, g,
                             f"{pair} · %{{y}} output · token %{{x}} · step {step}")
             owners += [s_index] * 4
-            rows += [1, 1, 2, 2]
-            cols += [c] * 4
-    fig.add_traces(traces, rows=rows, cols=cols)
+            places += [(1, c), (1, c), (2, c), (2, c)]
     sliders = [dict(active=len(steps) - 1, currentvalue=dict(prefix="checkpoint step "), pad=dict(t=60),
                     steps=[dict(label=str(step), method="restyle",
                                 args=[{"visible": [o == i for o in owners]}]) for i, step in enumerate(steps)])]
-    fig.update_yaxes(autorange="reversed")
-    fig.update_yaxes(title_text="residual stream entering layer", row=1, col=1)
-    fig.update_yaxes(title_text="head output (L layer H head)", row=2, col=1)
-    fig.update_xaxes(title_text="token position (x: exemplar, y: label, q: query)", title_standoff=4)
-    fig.add_annotation(text=GAP_NOTE, xref="paper", yref="paper", x=0, y=-0.1, showarrow=False, xanchor="left",
-                       font=dict(size=11, color="#555"))
-    fig.update_layout(title="Activation patching by position: clean activation patched into the corrupted run",
-                      template="plotly_white", sliders=sliders, height=950, width=max(900, 380 * len(pairs)),
-                      margin=dict(t=110, b=170))
+    layout.update_yaxes(autorange="reversed")
+    layout.update_yaxes(title_text="residual stream entering layer", row=1, col=1)
+    layout.update_yaxes(title_text="head output (L layer H head)", row=2, col=1)
+    layout.update_xaxes(title_text="token position (x: exemplar, y: label, q: query)", title_standoff=4)
+    layout.add_annotation(text=GAP_NOTE, xref="paper", yref="paper", x=0, y=-0.1, showarrow=False, xanchor="left",
+                          font=dict(size=11, color="#555"))
+    layout.update_layout(title="Activation patching by position: clean activation patched into the corrupted run",
+                         template="plotly_white", height=950, width=max(900, 380 * len(pairs)),
+                         margin=dict(t=110, b=170))
+    fig = placed(layout, traces, places)
+    fig.update_layout(sliders=sliders)
     return fig
 
 

@@ -8,7 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from coopetition.plots.common import LAYER_DASHES, colour_bar, evaluator_menu, head_colour, preferred, step_axis
+from coopetition.plots.common import (LAYER_DASHES, colour_bar, evaluator_menu, head_colour, placed, preferred,
+                                      step_axis)
 from coopetition.plots.patching import token_names
 
 PANELS = (("prev_token_score", "first"), ("label_to_prev", "first"), ("label_to_self", "first"),
@@ -80,32 +81,33 @@ def attention_figure(table: pd.DataFrame, evaluator: str) -> go.Figure:
     step_index = {s: i for i, s in enumerate(steps)}
     grid[rows["step"].map(step_index).to_numpy(), rows["layer"].to_numpy(), rows["head"].to_numpy(),
          rows["query_pos"].to_numpy(), rows["key_pos"].to_numpy()] = rows["value"].to_numpy()
-    fig = make_subplots(rows=n_layers, cols=n_heads, horizontal_spacing=0.02, vertical_spacing=0.08,
-                        subplot_titles=[f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)])
-    owners, traces, places_r, places_c = [], [], [], []
+    layout = make_subplots(rows=n_layers, cols=n_heads, horizontal_spacing=0.02, vertical_spacing=0.08,
+                           subplot_titles=[f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)])
+    owners, traces, places = [], [], []
+    blues = go.Heatmap(colorscale="Blues").colorscale  # plotly's expansion of the name (the traces skip validation)
     for s_index in range(len(steps)):
         for layer in range(n_layers):
             for head in range(n_heads):
-                traces.append(go.Heatmap(z=grid[s_index, layer, head], x=tokens, y=tokens, zmin=0, zmax=1,
-                                         colorscale="Blues", visible=s_index == len(steps) - 1,
+                traces.append(dict(type="heatmap", z=grid[s_index, layer, head], x=tokens, y=tokens, zmin=0, zmax=1,
+                                         colorscale=blues, visible=s_index == len(steps) - 1,
                                          showscale=layer == 0 and head == 0,
                                          colorbar=colour_bar("mean attention weight (0-1)", length=260),
                                          hovertemplate=f"L{layer}H{head} step {steps[s_index]}<br>query %{{y}} → "
                                                        "key %{x}<br>weight %{z:.3f}<extra></extra>"))
-                places_r.append(layer + 1)
-                places_c.append(head + 1)
+                places.append((layer + 1, head + 1))
                 owners.append(s_index)
-    fig.add_traces(traces, rows=places_r, cols=places_c)
     sliders = [dict(active=len(steps) - 1, currentvalue=dict(prefix="checkpoint step "), pad=dict(t=70),
                     steps=[dict(label=str(step), method="update", args=[{"visible": [o == i for o in owners]},
                                                                          {"title.text": attention_title(evaluator,
                                                                                                         step)}])
                            for i, step in enumerate(steps)])]
-    fig.update_yaxes(autorange="reversed")
-    fig.update_yaxes(title_text="query token", col=1)
-    fig.update_xaxes(title_text="key token", row=n_layers)
-    fig.update_layout(title=attention_title(evaluator, steps[-1]), template="plotly_white", sliders=sliders,
-                      height=280 * n_layers + 200, width=max(900, 150 * n_heads + 160), margin=dict(t=110))
+    layout.update_yaxes(autorange="reversed")
+    layout.update_yaxes(title_text="query token", col=1)
+    layout.update_xaxes(title_text="key token", row=n_layers)
+    layout.update_layout(title=attention_title(evaluator, steps[-1]), template="plotly_white",
+                         height=280 * n_layers + 200, width=max(900, 150 * n_heads + 160), margin=dict(t=110))
+    fig = placed(layout, traces, places)  # a heatmap per checkpoint and head: plain dicts, not validated one by one
+    fig.update_layout(sliders=sliders)
     return fig
 
 
