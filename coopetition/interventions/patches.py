@@ -32,6 +32,7 @@ from einops import rearrange
 from torch import Tensor
 
 from coopetition.interventions.attention import Patch
+from coopetition.interventions.paths import finish_block
 from coopetition.model.sites import hook_name, residual_entering
 
 if TYPE_CHECKING:
@@ -59,13 +60,6 @@ def _attention_tail(attn, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return rearrange(pattern @ rearrange(v, "b k h e -> b h k e"), "b h q e -> b q h e")
 
 
-def _finish(block, resid_mid: Tensor) -> Tensor:
-    """The rest of a block after its attention: the MLP where there is one."""
-    if block.cfg.attn_only:
-        return resid_mid
-    return resid_mid + block.mlp(block.ln2(resid_mid))
-
-
 def last_block_query(block, resid: Tensor) -> Tensor:
     """Block ``block`` on ``resid [rows, pos, d]``, the query (last) row only ``[rows, 1, d]``: keys and values at
     every position, the query and everything after attention at the last."""
@@ -81,7 +75,7 @@ def last_block_query(block, resid: Tensor) -> Tensor:
         q = rearrange(normalized[:, -1:] @ rearrange(attn.W_Q, "head d e -> d (head e)"), "b p (h e) -> b p h e", h=h)
     z = _attention_tail(attn, q, k, v)
     out = F.linear(z.reshape(z.shape[0], 1, -1), rearrange(attn.W_O, "head e d -> d (head e)"), attn.b_O)
-    return _finish(block, resid[:, -1:] + out)
+    return finish_block(block, resid[:, -1:] + out)
 
 
 def _head_z(patch: Patch, corrupt: Mapping[str, Tensor], clean: Mapping[str, Tensor], attn, rows: slice) -> Tensor:
@@ -133,7 +127,7 @@ def patched_logits(network, patches: Sequence[Patch], corrupt: Mapping[str, Tens
         if cfg.attn_only:
             return corrupt[residual_entering(layer + 1, cfg.n_layers)][:, rows].repeat(g, 1, 1) + change
         mid = corrupt[hook_name("resid_mid", layer)][:, rows].repeat(g, 1, 1)
-        return _finish(network.blocks[layer], mid + change)
+        return finish_block(network.blocks[layer], mid + change)
 
     # each variant: (group, its stream) where group = (kind, layer): "enter" streams enter block ``layer``,
     # "leave" ones leave it (a head site); streams of one group continue through the same blocks

@@ -130,7 +130,7 @@ def _head_result(block, head: int, q_in: Tensor, k_in: Tensor, v_in: Tensor, que
     return (pattern @ v) @ attn.W_O[head]
 
 
-def _finish_block(block, resid_mid: Tensor) -> Tensor:
+def finish_block(block, resid_mid: Tensor) -> Tensor:
     """The rest of a block after its attention: the MLP where there is one."""
     if block.cfg.attn_only:
         return resid_mid
@@ -164,7 +164,7 @@ def patched_logits(network, edges: list[PathPatch], corrupt: Mapping[str, Tensor
             base = (base[:, -1:] if query_only else base).repeat(g, 1, 1)
             return base if change is None else base + change
         mid = corrupt[hook_name("resid_mid", layer)]
-        return _finish_block(network.blocks[layer], (mid[:, -1:] if query_only else mid).repeat(g, 1, 1) + change)
+        return finish_block(network.blocks[layer], (mid[:, -1:] if query_only else mid).repeat(g, 1, 1) + change)
 
     out = reference.expand(len(edges), -1, -1).clone()
     nulls: dict[tuple, Tensor] = {}
