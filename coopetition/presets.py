@@ -101,7 +101,7 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
     "quick": (lambda: QUICK,
               "CPU-scale main run on the synthetic bank: ICL emerges, then gives way to CIWL (<= 15 min, 2 cores)"),
     "quick-b256": (lambda: QUICK_B256,
-                   "the README default: quick at batch 256, within-class noise 0.5, 20k steps (~15 min on "
+                   "the README default: quick at batch 256, within-class noise 0.5, 20k steps (~9 min on "
                    "2 cores): ICL, then CIWL, in 9 of 10 seed pairs (docs/quick_search.md)"),
     "quick-circuit": (lambda: QUICK_CIRCUIT,
                       "quick-b256 on a family bank (the reference file's geometry) with the label table's lr x 3 and "

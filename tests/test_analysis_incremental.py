@@ -284,3 +284,28 @@ def test_slurm_without_sbatch_and_bad_executor_flags_are_one_line_errors(run, tm
     assert "--jobs must be >= 1" in capsys.readouterr().err
     assert main([*base, "--executor", "local", "--no-cache"]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_entry_validation_rejects_each_bad_row_shape_and_accepts_good_ones():
+    """``_validated``'s all-rows-at-once checks, on hand-built entries: each defect alone makes the entry absent."""
+    from coopetition.analysis.cache import FORMAT, _validated
+
+    tables = {"t": ("step", "metric", "value")}
+
+    def entry(rows):
+        return {"format": FORMAT, "analysis": "a", "key": "k", "sha256": "s", "step": 7, "tables": {"t": rows}}
+
+    good = [{"step": 7, "metric": "acc", "value": 0.5}, {"step": 7, "metric": "n", "value": None}]
+    assert _validated(entry(good), "a", "k", "s", 7, tables) == {"t": good}
+    assert _validated(entry([]), "a", "k", "s", 7, tables) == {"t": []}
+    bad = [
+        [*good, [7, "acc", 0.5]],  # a row that is not a dict
+        [*good, {"step": 8, "metric": "acc", "value": 0.5}],  # another step's row
+        [*good, {"metric": "acc", "value": 0.5}],  # a row without its step
+        [*good, {"step": 7, "metric": "acc", "value": 0.5, "evil": 1}],  # a column the table does not have
+        [*good, {"step": 7, "metric": {"x": 1}, "value": 0.5}],  # a value that is not a scalar
+        [*good, {"step": 7, "metric": "acc", "value": [0.5]}],
+    ]
+    for rows in bad:
+        assert _validated(entry(rows), "a", "k", "s", 7, tables) is None, rows
+    assert _validated({**entry(good), "tables": {"t": "rows"}}, "a", "k", "s", 7, tables) is None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,6 +76,8 @@ class Computed:
     cache: dict
     computed: dict[str, int]
     reused: dict[str, int]
+    # DataFrames already built from ``rows`` (the tables a ``rows_from_tables`` analysis read), reused when written
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[type[Analysis]]:
@@ -125,25 +127,29 @@ def compute(run_dir: Path, spec: str, config: AnalysisConfig, out_dir: Path | No
         if config.needs_model:
             computed, reused = _model_analyses(context, [c for c in classes if c.needs_model], selection.steps, rows,
                                                timer, progress_bar, store, fan_out)
-        _rows_from_tables(Context(run, config, evaluators), classes, selection.steps, rows, timer)
+        frames: dict[str, pd.DataFrame] = {}
+        _rows_from_tables(Context(run, config, evaluators), classes, selection.steps, rows, timer, frames)
     finally:
         torch.set_num_threads(threads)
     cache = {"dir": None if store is None else str(store.root.resolve()), "computed": computed, "reused": reused}
-    return Computed(run, spec, selection, evaluators, config, out, rows, timer, cache, computed, reused)
+    return Computed(run, spec, selection, evaluators, config, out, rows, timer, cache, computed, reused, frames)
 
 
 def _rows_from_tables(context: Context, classes: list[type[Analysis]], steps: tuple[int, ...],
-                      rows: dict[str, list[dict]], timer: Timer) -> None:
+                      rows: dict[str, list[dict]], timer: Timer, frames: dict[str, pd.DataFrame]) -> None:
     """Each analysis that overrides ``rows_from_tables`` (in the config's order, where what an analysis needs comes
-    first) rebuilds its rows step by step from its own rows and its needs' tables at that step."""
+    first) rebuilds its rows step by step from its own rows and its needs' tables at that step. The needed tables'
+    DataFrames are kept in ``frames`` for ``write_tables`` (a 201-checkpoint clamp table is ~1M rows)."""
     sequences = {c.step: c.sequences for c in context.run.checkpoints}
     for cls in classes:
         if cls.rows_from_tables.__func__ is Analysis.rows_from_tables.__func__:
             continue
 
         def by_step(table: str, cls=cls) -> dict[int, pd.DataFrame]:
-            columns = list(get(_owner(table, classes)).tables[table])
-            frame = pd.DataFrame(rows.get(table, []), columns=columns)
+            if table not in frames:
+                columns = list(get(_owner(table, classes)).tables[table])
+                frames[table] = pd.DataFrame(rows.get(table, []), columns=columns)
+            frame = frames[table]
             return {int(step): part for step, part in frame.groupby("step", sort=False)}
 
         needed = {t: by_step(t) for need in cls.needs for t in get(need).tables}
@@ -159,6 +165,7 @@ def _rows_from_tables(context: Context, classes: list[type[Analysis]], steps: tu
                 new[table] += found
         for table in cls.tables:
             rows[table] = new.get(table, [])
+            frames.pop(table, None)  # rebuilt: a frame of the old rows must not be written
 
 
 def _owner(table: str, classes: list[type[Analysis]]) -> str:
@@ -174,7 +181,8 @@ def write_tables(out: Path, computed: Computed) -> tuple[dict[str, Path], dict[s
     for analysis in computed.classes:
         for name, columns in analysis.tables.items():
             tables[name] = computed.out / f"{name}.csv"
-            frames[name] = _write_table(Path(out) / f"{name}.csv", computed.rows[name], list(columns))
+            frames[name] = _write_table(Path(out) / f"{name}.csv", computed.rows[name], list(columns),
+                                        computed.frames.get(name))
     return tables, frames, skipped
 
 
@@ -215,10 +223,24 @@ def _check_replaceable(out: Path) -> None:
                           "give a new or empty folder")
 
 
-def _write_table(path: Path, rows: list[dict], columns: list[str]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=columns)
-    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
+def _write_table(path: Path, rows: list[dict], columns: list[str], frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    if frame is None or list(frame.columns) != columns:
+        frame = pd.DataFrame(rows, columns=columns)
+    atomic_write(path, lambda tmp: _as_text(frame).to_csv(tmp, index=False))
     return frame
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its float columns as the text ``to_csv(float_format="%.6g")`` writes (``%.6g``, NaN empty),
+    formatted by one list comprehension per column: pandas formats each value through several Python calls, ~8 s
+    of a 201-checkpoint re-run's ~3.5M values. The same bytes (``tests/test_analysis_incremental.py``)."""
+    floats = [c for c in frame.columns if frame[c].dtype.kind == "f"]
+    if not floats:
+        return frame
+    text = frame.copy(deep=False)
+    for column in floats:
+        text[column] = ["" if v != v else "%.6g" % v for v in frame[column].tolist()]
+    return text
 
 
 def write_record(out: Path, computed: Computed) -> None:
