@@ -106,11 +106,17 @@ def _grads(model, loss):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_query_loss_takes_the_fused_kernel_only_in_fused_training(monkeypatch):
-    calls = []
+@pytest.fixture
+def calls(monkeypatch):
+    """Every call of the fused kernel from the model, counted (the kernel still runs)."""
+    found = []
     real = fused_loss.unembed_cross_entropy
     monkeypatch.setattr("coopetition.model.hooked.unembed_cross_entropy",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+                        lambda *a, **k: found.append(1) or real(*a, **k))
+    return found
+
+
+def test_query_loss_takes_the_fused_kernel_only_in_fused_training(calls):
     model, exemplars, labels, target = _tiny_model()
     model.train()
     want = _grads(model, F.cross_entropy(model(exemplars, labels), target))
@@ -128,15 +134,11 @@ def test_query_loss_takes_the_fused_kernel_only_in_fused_training(monkeypatch):
     assert calls == [1]  # eval mode: plain
 
 
-def test_intervened_loss_falls_back_to_logits_with_hook_interventions(monkeypatch):
+def test_intervened_loss_falls_back_to_logits_with_hook_interventions(calls):
     """A hook intervention may read or edit the logits, so the loss is taken from the engine's logits; with none
     (or grafts only) the network's fused loss runs. Both equal cross-entropy of the intervened logits."""
     from coopetition.interventions import intervene
 
-    calls = []
-    real = fused_loss.unembed_cross_entropy
-    monkeypatch.setattr("coopetition.model.hooked.unembed_cross_entropy",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
     model, exemplars, labels, target = _tiny_model()
     model.fuse_training_kernels()
     bare = intervene([], model)
