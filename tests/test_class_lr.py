@@ -14,6 +14,15 @@ def _model():
     return build_model(ModelConfig(n_layers=2, d_model=16, n_heads=2, positional="learned"), 8, 20, 20, 0, "cpu")
 
 
+def _first_moves(model, optimizer, before) -> dict[str, float]:
+    """One Adam step on a loss that touches every parameter; each tensor's largest move (Adam's first: lr)."""
+    loss = model(torch.randn(2, 3, 8), torch.tensor([[3, 7], [1, 2]])).logsumexp(-1).sum() + \
+        model.embed.W_L.pow(2).sum()
+    loss.backward()
+    optimizer.step()
+    return {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
+
+
 def test_scales_of_one_give_the_plain_parameter_list():
     named = list(_model().named_parameters())
     assert lr_groups(named, 1e-3) == [p for _, p in named]
@@ -55,20 +64,76 @@ def test_label_ramp_scale_is_start_then_linear_then_final():
 
 def test_label_ramp_moves_the_label_table_by_the_ramped_rate():
     """With the label table in its own group, setting its rate changes only its first-step move (Adam: lr)."""
-    from coopetition.train.step import set_label_lr
+    from coopetition.train.step import set_lrs
 
     model = _model()
     named = list(model.named_parameters())
     before = {n: p.detach().clone() for n, p in named}
     optimizer = make_optimizer(lr_groups(named, 1e-2, label_scale=4.0, label_own_group=True), 1e-2, fused=False)
-    set_label_lr(optimizer, 1e-2 * 0.25)
-    loss = model(torch.randn(2, 3, 8), torch.tensor([[3, 7], [1, 2]])).logsumexp(-1).sum() + \
-        model.embed.W_L.pow(2).sum()
-    loss.backward()
-    optimizer.step()
-    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in named}
+    set_lrs(optimizer, [g["lr"] for g in optimizer.param_groups], 1.0, label_lr=1e-2 * 0.25)
+    moved = _first_moves(model, optimizer, before)
     assert moved["embed.W_L"] == pytest.approx(1e-2 / 4, rel=1e-3)
     assert moved["unembed.W_U"] == pytest.approx(1e-2, rel=1e-3)
+
+
+def test_lr_decay_factor_is_one_then_linear_then_final():
+    from coopetition.train.step import lr_factor_at
+
+    decay = (0.25, 100.0, 400.0)
+    assert [lr_factor_at(s, decay) for s in (0, 100, 200, 400, 9000)] == [1.0, 1.0, 0.75, 0.25, 0.25]
+    assert lr_factor_at(50, None) == 1.0
+
+
+def test_lr_decay_scales_every_group_and_keeps_their_ratios():
+    """The factor multiplies each group's own rate, so the class-specific scales (and a ramped label rate) hold
+    under the decay: each tensor's first Adam move is its group's rate times the factor."""
+    from coopetition.train.step import set_lrs
+
+    model = _model()
+    named = list(model.named_parameters())
+    before = {n: p.detach().clone() for n, p in named}
+    optimizer = make_optimizer(lr_groups(named, 1e-2, unembed_scale=0.5, label_scale=4.0, label_own_group=True),
+                               1e-2, fused=False)
+    set_lrs(optimizer, [g["lr"] for g in optimizer.param_groups], 0.25, label_lr=1e-2 * 2.0)
+    moved = _first_moves(model, optimizer, before)
+    assert moved["blocks.1.attn.W_V"] == pytest.approx(1e-2 * 0.25, rel=1e-3)
+    assert moved["unembed.W_U"] == pytest.approx(1e-2 * 0.5 * 0.25, rel=1e-3)
+    assert moved["embed.W_L"] == pytest.approx(1e-2 * 2.0 * 0.25, rel=1e-3)
+
+
+@pytest.mark.parametrize("decay", [(0.0, 1, 2), (0.5, 5, 3), (0.5, -1, 3), (0.5, 1), (200.0, 1, 2)])
+def test_bad_lr_decays_are_config_errors(decay):
+    with pytest.raises(ConfigError, match="train.lr_decay"):
+        TrainConfig(lr_decay=decay)
+
+
+def test_a_run_with_lr_decay_trains_at_the_decayed_rate_and_resumes_to_the_same_weights(tmp_path):
+    """End to end: a decayed run is bit-identical to a constant-rate one up to from_step and differs after it, and a
+    run cut at from_step resumes through the decay to the same weights (the rates follow from the step alone)."""
+    import json
+
+    from coopetition.store.checkpoint import load_tensors
+    from coopetition.train.loop import resume_config, train
+    from tests.conftest import tiny_run_config
+
+    def weights(run, step):
+        return load_tensors(run / "checkpoints" / f"step_{step:011d}.safetensors")[0]
+
+    decayed = tiny_run_config(steps=20, lr_decay=(0.1, 10, 15))
+    train(decayed, tmp_path / "decayed", progress=False)
+    train(tiny_run_config(steps=20), tmp_path / "constant", progress=False)
+    at10 = weights(tmp_path / "decayed", 10), weights(tmp_path / "constant", 10)
+    assert all(torch.equal(at10[0][k], at10[1][k]) for k in at10[0])
+    at20 = weights(tmp_path / "decayed", 20), weights(tmp_path / "constant", 20)
+    assert not all(torch.equal(at20[0][k], at20[1][k]) for k in at20[0])
+
+    train(tiny_run_config(steps=10, lr_decay=(0.1, 10, 15)), tmp_path / "part", progress=False)
+    meta = json.loads((tmp_path / "part" / "config.json").read_text())
+    meta["config"]["train"]["steps"] = 20
+    (tmp_path / "part" / "config.json").write_text(json.dumps(meta))
+    train(resume_config(tmp_path / "part"), tmp_path / "part", resume=True, progress=False)
+    resumed = weights(tmp_path / "part", 20)
+    assert all(torch.allclose(at20[0][k], resumed[k], atol=1e-6) for k in resumed)
 
 
 @pytest.mark.parametrize("ramp", [(0.0, 1, 2), (2.0, 5, 3), (2.0, -1, 3), (2.0, 1)])
@@ -90,5 +155,7 @@ def test_quick_circuit_is_quick_b256_with_the_family_bank_and_class_rates_only()
     base, circuit = flat(get_preset("quick-b256").to_dict()), flat(get_preset("quick-circuit").to_dict())
     changed = {k: circuit[k] for k in circuit if circuit[k] != base.get(k)}
     assert changed == {"preset": "quick-circuit", "bank.siblings": 8, "bank.transforms": 8,
-                       "bank.transform_share": 0.75, "bank.drawing_noise": 0.3, "bank.within_class_noise": 0.3,
-                       "bank.rectify": True, "train.label_lr_scale": 3.0, "train.unembed_lr_scale": 0.3}
+                       "bank.transform_share": 0.7, "bank.drawing_noise": 0.3, "bank.within_class_noise": 0.3,
+                       "bank.rectify": True, "train.steps": 25000, "train.label_lr_scale": 3.0,
+                       "train.unembed_lr_scale": 0.3, "train.label_lr_ramp": [0.3, 5000.0, 6000.0],
+                       "train.lr_decay": [0.5, 5000.0, 7000.0]}

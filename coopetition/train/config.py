@@ -30,9 +30,23 @@ class SeedConfig:
                 raise ConfigError(f"seeds.{name} must be in [0, 2**32), got {getattr(self, name)}")
 
 
+def _step_schedule(name: str, first: str, value) -> tuple[float, float, float]:
+    """``[factor, from_step, to_step]`` (``train.label_lr_ramp``, ``train.lr_decay``) checked and normalised: a
+    factor in (0, 100] and 0 <= from_step <= to_step <= 1e10; anything else is a ConfigError naming the field."""
+    try:
+        factor, begin, end = (float(v) for v in value)
+        valid = 0 < factor <= 100 and 0 <= int(begin) <= int(end) <= MAX_STEPS
+    except (TypeError, ValueError, OverflowError):
+        valid = False
+    if not valid:
+        raise ConfigError(f"train.{name} must be [{first} in (0, 100], from_step, to_step >= from_step], got {value}")
+    return factor, float(int(begin)), float(int(end))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Adam with a constant learning rate, as in every reference run.
+    """Adam with a constant learning rate, as in every reference run (``lr_decay``, ``label_lr_ramp`` and the
+    class-specific scales below are departures for CPU presets, off by default).
 
     ``weight_decay`` adds ``wd * sum ||theta||^2`` (``l2``) or the reference's ``wd * sum ||theta_leaf||_2``
     over every parameter array (``unsquared``, group-lasso-like) to the loss. Schedules are strings
@@ -80,6 +94,12 @@ class TrainConfig:
     # to label_lr_scale at to_step (issue 27: the class-specific route to CIWL sped up only once ICL has formed).
     # None: label_lr_scale throughout.
     label_lr_ramp: tuple[float, float, float] | None = None
+    # [end_factor, from_step, to_step]: every learning rate (the class-specific scales included) is multiplied by 1
+    # until from_step, then by a factor moving linearly to end_factor at to_step, and by end_factor after. Issue 27:
+    # after ICL has formed, CIWL's takeover at lr 1e-3 is limited by Adam's noise, not its step size (from one
+    # checkpoint, lr 5e-4 moved flip and CIWL further in 4,000 steps than lr 1e-3, and lr 2e-3 least;
+    # docs/quick_search.md); C25 itself runs at lr 1e-5 throughout. None: lr constant.
+    lr_decay: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.steps <= MAX_STEPS:
@@ -100,13 +120,9 @@ class TrainConfig:
         for name in ("unembed_lr_scale", "label_lr_scale"):
             if not (0 < getattr(self, name) <= 100):
                 raise ConfigError(f"train.{name} must be in (0, 100], got {getattr(self, name)}")
-        if self.label_lr_ramp is not None:
-            ramp = tuple(self.label_lr_ramp)
-            if (len(ramp) != 3 or not 0 < float(ramp[0]) <= 100
-                    or not 0 <= int(ramp[1]) <= int(ramp[2]) <= MAX_STEPS):
-                raise ConfigError("train.label_lr_ramp must be [start_scale in (0, 100], from_step, to_step >= "
-                                  f"from_step], got {self.label_lr_ramp}")
-            object.__setattr__(self, "label_lr_ramp", (float(ramp[0]), float(int(ramp[1])), float(int(ramp[2]))))
+        for name, first in (("label_lr_ramp", "start_scale"), ("lr_decay", "end_factor")):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _step_schedule(name, first, getattr(self, name)))
         if self.log_every < 1:
             raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")
         from coopetition.train.schedule import schedule_steps  # the schedules are checked here, before any run

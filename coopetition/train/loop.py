@@ -37,7 +37,7 @@ from coopetition.train.schedule import kept_resume_steps, schedule_steps
 from coopetition.train.state import restore_resume, resume_layout, resume_tensors
 from coopetition.train.config import TrainConfig
 from coopetition.train.step import (LossForward, TrainStep, compiled_forward, compiled_loss, label_scale_at,
-                                    lr_groups, make_optimizer, parameter_names, set_label_lr)
+                                    lr_factor_at, lr_groups, make_optimizer, parameter_names, set_lrs)
 
 
 
@@ -57,6 +57,7 @@ class Training:
     sizes: Sizes
     eval_sets: dict[str, SequenceBatch]
     sources: list[Source]  # fresh runs only: the checkpoints to copy into the run
+    base_lrs: tuple[float, ...]  # each Adam group's rate as built; the schedules scale these (step.set_lrs)
 
 
 def build_training(config: RunConfig, existing: Run | None) -> Training:
@@ -97,7 +98,8 @@ def build_training(config: RunConfig, existing: Run | None) -> Training:
                            config.task.mixture, config.task.mixture_weights, tc.batch_size, data_gen,
                            tc.weight_decay, tc.weight_decay_form, tc.amp, parameter_names(model, trainable),
                            _loss_forward(forward, tc))
-    return Training(model, forward, optimizer, data_gen, train_step, prepared, bank, sizes, eval_sets, sources)
+    return Training(model, forward, optimizer, data_gen, train_step, prepared, bank, sizes, eval_sets, sources,
+                    tuple(group["lr"] for group in optimizer.param_groups))
 
 
 def _loss_forward(forward: Intervened, tc: TrainConfig) -> LossForward | None:
@@ -177,8 +179,10 @@ def train(config: RunConfig, run_dir: Path, overwrite: bool = False, resume: boo
                     _checkpoint(writer, run, step, config, train_rows, running_loss, since_log)
                 if step == tc.steps:
                     break
-                if tc.label_lr_ramp is not None:
-                    set_label_lr(run.optimizer, tc.lr * label_scale_at(step, tc.label_lr_scale, tc.label_lr_ramp))
+                if tc.label_lr_ramp is not None or tc.lr_decay is not None:
+                    label_lr = (tc.lr * label_scale_at(step, tc.label_lr_scale, tc.label_lr_ramp)
+                                if tc.label_lr_ramp is not None else None)
+                    set_lrs(run.optimizer, run.base_lrs, lr_factor_at(step, tc.lr_decay), label_lr)
                 running_loss += train_step()
                 bar.update(1)
                 since_log += 1

@@ -52,11 +52,15 @@ def lr_groups(named: Sequence[tuple[str, nn.Parameter]], lr: float, unembed_scal
              **({"name": "label"} if key == ("label",) else {})} for key, group in groups.items()]
 
 
-def set_label_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set the learning rate of the label table's own group (``lr_groups(..., label_own_group=True)``)."""
-    for group in optimizer.param_groups:
-        if group.get("name") == "label":
-            group["lr"] = lr
+def set_lrs(optimizer: torch.optim.Optimizer, base_lrs: Sequence[float], factor: float = 1.0,
+            label_lr: float | None = None) -> None:
+    """Set every group's learning rate to its rate at construction (``base_lrs``, in group order) times ``factor``
+    (``train.lr_decay``); the label table's own group (``lr_groups(..., label_own_group=True)``) takes ``label_lr``
+    instead of its base where one is given (``train.label_lr_ramp``). Rates are set from the step alone, so a resumed
+    run sets the same ones."""
+    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+        own = label_lr if label_lr is not None and group.get("name") == "label" else base
+        group["lr"] = own * factor
 
 
 def label_scale_at(step: int, scale: float, ramp: tuple[float, int, int] | None) -> float:
@@ -69,6 +73,18 @@ def label_scale_at(step: int, scale: float, ramp: tuple[float, int, int] | None)
     if step >= end:
         return scale
     return start + (scale - start) * (step - begin) / (end - begin)
+
+
+def lr_factor_at(step: int, decay: tuple[float, int, int] | None) -> float:
+    """The factor on every learning rate at ``step`` under ``train.lr_decay`` (1 without one)."""
+    if decay is None:
+        return 1.0
+    end, begin, stop = decay
+    if step <= begin:
+        return 1.0
+    if step >= stop:
+        return end
+    return 1.0 + (end - 1.0) * (step - begin) / (stop - begin)
 
 
 def compiled_forward(forward) -> Forward:
