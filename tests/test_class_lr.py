@@ -101,6 +101,31 @@ def test_lr_decay_scales_every_group_and_keeps_their_ratios():
     assert moved["embed.W_L"] == pytest.approx(1e-2 * 2.0 * 0.25, rel=1e-3)
 
 
+def test_lr_decay_segments_chain_each_from_the_factor_the_last_one_reached():
+    from coopetition.train.step import lr_factor_at
+
+    decay = ((0.5, 100.0, 200.0), (0.25, 300.0, 300.0), (0.125, 400.0, 500.0))
+    steps = (0, 100, 150, 200, 250, 300, 301, 400, 450, 500, 9000)
+    assert [lr_factor_at(s, decay) for s in steps] == [1.0, 1.0, 0.75, 0.5, 0.5, 0.5, 0.25, 0.25, 0.1875, 0.125,
+                                                       0.125]
+    # one segment, flat or nested, is the same schedule
+    assert all(lr_factor_at(s, ((0.25, 100.0, 400.0),)) == lr_factor_at(s, (0.25, 100.0, 400.0)) for s in range(500))
+
+
+def test_lr_decay_segments_round_trip_through_a_config_file_and_bad_ones_are_config_errors():
+    from coopetition.config import config_from_dict
+    from tests.conftest import tiny_run_config
+
+    data = tiny_run_config(lr_decay=((0.5, 5, 7), (0.25, 25, 26))).to_dict()
+    assert data["train"]["lr_decay"] == [[0.5, 5.0, 7.0], [0.25, 25.0, 26.0]]
+    assert config_from_dict(data).train.lr_decay == ((0.5, 5.0, 7.0), (0.25, 25.0, 26.0))
+    for bad in ([[0.5, 5, 7], [0.25, 6, 8]], [[0.5, 5, 7], [0.0, 25, 26]], [[0.5, 5]], [[0.5, 5, 7], 5], [],
+                [[0.5, 1, 2]] * 17):
+        data["train"]["lr_decay"] = bad
+        with pytest.raises(ConfigError, match="lr_decay"):
+            config_from_dict(data)
+
+
 @pytest.mark.parametrize("decay", [(0.0, 1, 2), (0.5, 5, 3), (0.5, -1, 3), (0.5, 1), (200.0, 1, 2)])
 def test_bad_lr_decays_are_config_errors(decay):
     with pytest.raises(ConfigError, match="train.lr_decay"):
@@ -136,6 +161,31 @@ def test_a_run_with_lr_decay_trains_at_the_decayed_rate_and_resumes_to_the_same_
     assert all(torch.allclose(at20[0][k], resumed[k], atol=1e-6) for k in resumed)
 
 
+def test_a_later_decay_segment_branches_a_run_exactly_from_where_it_starts(tmp_path):
+    """A segment that starts at or after a run's last step changes nothing before it, so adding it (and steps) to a
+    finished run's config.json and resuming gives the run that had the segment from the start (how issue 27's
+    end-of-run anneal was measured on 25k-step runs: docs/quick_search.md)."""
+    import json
+
+    from coopetition.store.checkpoint import load_tensors
+    from coopetition.train.loop import resume_config, train
+    from tests.conftest import tiny_run_config
+
+    both = ((0.5, 2.0, 4.0), (0.1, 10.0, 12.0))
+    train(tiny_run_config(steps=16, lr_decay=both), tmp_path / "whole", progress=False)
+    train(tiny_run_config(steps=10, lr_decay=(0.5, 2, 4)), tmp_path / "branch", progress=False)
+    meta = json.loads((tmp_path / "branch" / "config.json").read_text())
+    meta["config"]["train"].update(steps=16, lr_decay=[list(s) for s in both])
+    (tmp_path / "branch" / "config.json").write_text(json.dumps(meta))
+    train(resume_config(tmp_path / "branch"), tmp_path / "branch", resume=True, progress=False)
+    whole, branch = (load_tensors(tmp_path / r / "checkpoints" / "step_00000000016.safetensors")[0]
+                     for r in ("whole", "branch"))
+    assert all(torch.allclose(whole[k], branch[k], atol=1e-6) for k in whole)
+    train(tiny_run_config(steps=16, lr_decay=(0.5, 2, 4)), tmp_path / "first_only", progress=False)
+    first_only = load_tensors(tmp_path / "first_only" / "checkpoints" / "step_00000000016.safetensors")[0]
+    assert not all(torch.allclose(whole[k], first_only[k], atol=1e-6) for k in whole)  # the segment acted
+
+
 @pytest.mark.parametrize("ramp", [(0.0, 1, 2), (2.0, 5, 3), (2.0, -1, 3), (2.0, 1)])
 def test_bad_label_ramps_are_config_errors(ramp):
     with pytest.raises(ConfigError, match="train.label_lr_ramp"):
@@ -143,7 +193,7 @@ def test_bad_label_ramps_are_config_errors(ramp):
 
 
 def test_quick_circuit_is_quick_b256_with_the_family_bank_and_class_rates_only():
-    """The preset of issue 27's search differs from the README default in exactly the fields its docs name."""
+    """The README default (issue 27's preset) differs from quick-b256 in exactly the fields its docs name."""
     from coopetition.presets import get_preset
 
     def flat(d, prefix=""):
@@ -156,6 +206,6 @@ def test_quick_circuit_is_quick_b256_with_the_family_bank_and_class_rates_only()
     changed = {k: circuit[k] for k in circuit if circuit[k] != base.get(k)}
     assert changed == {"preset": "quick-circuit", "bank.siblings": 8, "bank.transforms": 8,
                        "bank.transform_share": 0.7, "bank.drawing_noise": 0.3, "bank.within_class_noise": 0.3,
-                       "bank.rectify": True, "train.steps": 25000, "train.label_lr_scale": 3.0,
+                       "bank.rectify": True, "train.steps": 35000, "train.label_lr_scale": 3.0,
                        "train.unembed_lr_scale": 0.3, "train.label_lr_ramp": [0.3, 5000.0, 6000.0],
-                       "train.lr_decay": [0.5, 5000.0, 7000.0]}
+                       "train.lr_decay": [[0.5, 5000.0, 7000.0], [0.25, 25000.0, 26000.0]]}

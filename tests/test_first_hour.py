@@ -39,7 +39,7 @@ def test_help_names_the_readme_default_preset():
     train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
     preset_help = next(a.help for a in train_parser._actions if "--preset" in a.option_strings)
     assert f"default: {DEFAULT_PRESET}" in preset_help
-    assert f"--preset {DEFAULT_PRESET} " in README.read_text() and DEFAULT_PRESET == "quick-b256"
+    assert f"--preset {DEFAULT_PRESET} " in README.read_text() and DEFAULT_PRESET == "quick-circuit"
 
 
 @pytest.mark.parametrize("typo, guess", [("quik-b256", "quick-b256"), ("c26", "c25"), ("ih42", "ih24")])

@@ -34,7 +34,8 @@ def test_readme_block_is_short_and_on_the_first_screen():
 
 
 def test_readme_api_block_runs_and_matches_the_runs_own_eval(trained_run):
-    code = api_block().replace('"checkpoints/quick-b256"', repr(str(trained_run)))
+    assert '"checkpoints/quick-circuit"' in api_block()  # the README's main command writes that run
+    code = api_block().replace('"checkpoints/quick-circuit"', repr(str(trained_run)))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(code, "README.md (Python API)", "exec"), {})

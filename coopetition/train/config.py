@@ -43,6 +43,23 @@ def _step_schedule(name: str, first: str, value) -> tuple[float, float, float]:
     return factor, float(int(begin)), float(int(end))
 
 
+def _decay_schedule(value) -> tuple[float, float, float] | tuple[tuple[float, float, float], ...]:
+    """``train.lr_decay`` checked: one ``[end_factor, from_step, to_step]`` segment (kept in that flat form, as
+    runs recorded it before a second segment was possible), or a list of them in step order, each starting where
+    the one before ended or later (``[[0.5, 5000, 7000], [0.25, 25000, 26000]]``: halved after ICL, quartered for
+    the end)."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):
+        if len(value) > 16:
+            raise ConfigError(f"train.lr_decay takes at most 16 segments, got {len(value)}")
+        segments = tuple(_step_schedule("lr_decay", "end_factor", v) for v in value)
+        for before, after in zip(segments, segments[1:]):
+            if after[1] < before[2]:
+                raise ConfigError(f"train.lr_decay segments must be in step order, each from_step >= the previous "
+                                  f"to_step; got {[list(s) for s in segments]}")
+        return segments
+    return _step_schedule("lr_decay", "end_factor", value)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Adam with a constant learning rate, as in every reference run (``lr_decay``, ``label_lr_ramp`` and the
@@ -95,11 +112,12 @@ class TrainConfig:
     # None: label_lr_scale throughout.
     label_lr_ramp: tuple[float, float, float] | None = None
     # [end_factor, from_step, to_step]: every learning rate (the class-specific scales included) is multiplied by 1
-    # until from_step, then by a factor moving linearly to end_factor at to_step, and by end_factor after. Issue 27:
+    # until from_step, then by a factor moving linearly to end_factor at to_step, and by end_factor after. A list of
+    # such segments in step order chains them, each starting from the factor the one before reached. Issue 27:
     # after ICL has formed, CIWL's takeover at lr 1e-3 is limited by Adam's noise, not its step size (from one
     # checkpoint, lr 5e-4 moved flip and CIWL further in 4,000 steps than lr 1e-3, and lr 2e-3 least;
     # docs/quick_search.md); C25 itself runs at lr 1e-5 throughout. None: lr constant.
-    lr_decay: tuple[float, float, float] | None = None
+    lr_decay: tuple[float, float, float] | tuple[tuple[float, float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.steps <= MAX_STEPS:
@@ -120,9 +138,11 @@ class TrainConfig:
         for name in ("unembed_lr_scale", "label_lr_scale"):
             if not (0 < getattr(self, name) <= 100):
                 raise ConfigError(f"train.{name} must be in (0, 100], got {getattr(self, name)}")
-        for name, first in (("label_lr_ramp", "start_scale"), ("lr_decay", "end_factor")):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, _step_schedule(name, first, getattr(self, name)))
+        if self.label_lr_ramp is not None:
+            object.__setattr__(self, "label_lr_ramp", _step_schedule("label_lr_ramp", "start_scale",
+                                                                     self.label_lr_ramp))
+        if self.lr_decay is not None:
+            object.__setattr__(self, "lr_decay", _decay_schedule(self.lr_decay))
         if self.log_every < 1:
             raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")
         from coopetition.train.schedule import schedule_steps  # the schedules are checked here, before any run

@@ -63,28 +63,38 @@ def set_lrs(optimizer: torch.optim.Optimizer, base_lrs: Sequence[float], factor:
         group["lr"] = own * factor
 
 
+def ramp_value(step: int, before: float, after: float, begin: int, end: int) -> float:
+    """``before`` until ``begin``, ``after`` from ``end``, linear in between. Both step schedules (the label table's
+    ramp and the rate decay) are this one shape, read from the step alone so that a resume is exact."""
+    if step <= begin:
+        return before
+    if step >= end:
+        return after
+    return before + (after - before) * (step - begin) / (end - begin)
+
+
 def label_scale_at(step: int, scale: float, ramp: tuple[float, int, int] | None) -> float:
     """The label table's learning-rate scale at ``step`` under ``train.label_lr_ramp`` (``scale`` without one)."""
     if ramp is None:
         return scale
     start, begin, end = ramp
-    if step <= begin:
-        return start
-    if step >= end:
-        return scale
-    return start + (scale - start) * (step - begin) / (end - begin)
+    return ramp_value(step, start, scale, begin, end)
 
 
-def lr_factor_at(step: int, decay: tuple[float, int, int] | None) -> float:
-    """The factor on every learning rate at ``step`` under ``train.lr_decay`` (1 without one)."""
+def lr_factor_at(step: int, decay) -> float:
+    """The factor on every learning rate at ``step`` under ``train.lr_decay`` (1 without one): one
+    ``(end_factor, from_step, to_step)`` segment or several in step order, each ramping from the factor the one
+    before it reached."""
     if decay is None:
         return 1.0
-    end, begin, stop = decay
-    if step <= begin:
-        return 1.0
-    if step >= stop:
-        return end
-    return 1.0 + (end - 1.0) * (step - begin) / (stop - begin)
+    factor = 1.0
+    for end, begin, stop in ((decay,) if not isinstance(decay[0], tuple) else decay):
+        if step <= begin:
+            return factor
+        if step < stop:
+            return ramp_value(step, factor, end, begin, stop)
+        factor = end
+    return factor
 
 
 def compiled_forward(forward) -> Forward:
